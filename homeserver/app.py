@@ -1,0 +1,78 @@
+"""The ASGI application: routes, CORS, and the one place errors become Matrix errors."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from homeserver.api.routes import client_routes
+from homeserver.errors import MatrixError
+from homeserver.homeserver import HomeServer
+from homeserver.http import json_response
+
+logger = logging.getLogger(__name__)
+
+CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
+    (b"access-control-allow-headers", b"X-Requested-With, Content-Type, Authorization"),
+]
+
+
+class CorsMiddleware:
+    """Browser clients (Element Web) need these on every response, and OPTIONS answered
+    on every path without authentication (spec: "Web Browser Clients")."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            await send({"type": "http.response.start", "status": 204, "headers": CORS_HEADERS})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *CORS_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+async def _matrix_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MatrixError)
+    return json_response(exc.body(), exc.status, headers=exc.headers or None)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (404, 405):
+        return json_response({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}, exc.status_code)
+    return json_response({"errcode": "M_UNKNOWN", "error": str(exc.detail)}, exc.status_code)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return json_response({"errcode": "M_UNKNOWN", "error": "Internal server error"}, 500)
+
+
+def build_app(hs: HomeServer) -> ASGIApp:
+    app = Starlette(
+        routes=client_routes(),
+        exception_handlers={
+            MatrixError: _matrix_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.hs = hs
+    return CorsMiddleware(app)

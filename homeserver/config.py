@@ -1,0 +1,196 @@
+"""The server's configuration: one YAML file, validated into typed models.
+
+A wrong or missing field stops start-up with one line naming the field and what is
+expected (`ConfigError`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SERVER_NAME_RE = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[0-9]{1,3}(\.[0-9]{1,3}){3}|[A-Za-z0-9.-]{1,255})(:[0-9]{1,5})?$"
+)
+
+
+class ConfigError(Exception):
+    """A config problem, phrased for the operator in one line."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos more often than not: reject them so they are noticed.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listener(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8008, ge=0, le=65535)
+
+
+class FederationListener(Listener):
+    port: int = Field(8448, ge=0, le=65535)
+    tls_certificate_path: str | None = None
+    tls_private_key_path: str | None = None
+
+
+class Listeners(_Strict):
+    client: Listener = Listener()
+    federation: FederationListener | None = None
+
+
+class Database(_Strict):
+    # Either a SQLite file path or a full SQLAlchemy URL (postgresql+asyncpg://...).
+    sqlite_path: str | None = None
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql", "sqlite")):
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return value
+
+
+class Registration(_Strict):
+    enabled: bool = False
+    shared_secret: str | None = None
+    # When non-empty, registering requires one of these tokens (m.login.registration_token)
+    # in addition to any stored in the database by an admin.
+    registration_tokens: list[str] = []
+    require_token: bool = False
+
+
+class RateLimit(_Strict):
+    per_second: float = Field(0.17, gt=0)
+    burst_count: int = Field(5, ge=1)
+
+
+class RateLimits(_Strict):
+    enabled: bool = True
+    login: RateLimit = RateLimit(per_second=0.17, burst_count=5)
+    registration: RateLimit = RateLimit(per_second=0.17, burst_count=5)
+    message: RateLimit = RateLimit(per_second=10, burst_count=50)
+
+
+class Limits(_Strict):
+    max_request_body_bytes: int = Field(1_048_576, ge=1024)
+    max_upload_bytes: int = Field(52_428_800, ge=1024)
+
+
+class FederationSettings(_Strict):
+    enabled: bool = False
+    verify_tls: bool = True
+    ca_file: str | None = None
+    domain_allowlist: list[str] | None = None
+    domain_denylist: list[str] = []
+
+
+class Config(_Strict):
+    server_name: str
+    public_baseurl: str | None = None
+    data_directory: str
+    media_directory: str | None = None
+    signing_key_path: str | None = None
+    listeners: Listeners = Listeners()
+    database: Database = Database()
+    registration: Registration = Registration()
+    rate_limits: RateLimits = RateLimits()
+    limits: Limits = Limits()
+    federation: FederationSettings = FederationSettings()
+    default_room_version: str = "12"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Where relative paths in this file are resolved from (set by the loader).
+    config_directory: str = "."
+
+    @field_validator("server_name")
+    @classmethod
+    def _valid_server_name(cls, value: str) -> str:
+        if not SERVER_NAME_RE.match(value):
+            raise ValueError("must be a hostname with an optional :port, e.g. example.org")
+        return value
+
+    @field_validator("public_baseurl")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the config relative to the config file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path(self.config_directory) / p
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_directory)
+
+    @property
+    def media_path(self) -> Path:
+        return self.path(self.media_directory) if self.media_directory else self.data_path / "media"
+
+    @property
+    def signing_key_file(self) -> Path:
+        if self.signing_key_path:
+            return self.path(self.signing_key_path)
+        return self.data_path / "signing.key"
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        sqlite = self.path(self.database.sqlite_path) if self.database.sqlite_path else (
+            self.data_path / "homeserver.db"
+        )
+        return f"sqlite+aiosqlite:///{sqlite}"
+
+    @property
+    def client_base_url(self) -> str:
+        if self.public_baseurl:
+            return self.public_baseurl.rstrip("/")
+        host = self.listeners.client.host
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.listeners.client.port}"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "missing":
+        return f"config field '{field}' is missing"
+    if kind == "extra_forbidden":
+        return f"config field '{field}' is not a known setting"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"config field '{field}': {message} (got {error.get('input')!r})"
+
+
+def parse_config(raw: Any, config_directory: str = ".") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError("the config file must be a YAML mapping of settings")
+    try:
+        return Config.model_validate({**raw, "config_directory": config_directory})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    return parse_config(raw, str(path.resolve().parent))

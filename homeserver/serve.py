@@ -1,0 +1,116 @@
+"""Running the server: uvicorn listeners for the client and federation APIs in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+import time
+
+import uvicorn
+
+from homeserver.app import build_app
+from homeserver.config import Config
+from homeserver.homeserver import HomeServer
+
+logger = logging.getLogger("homeserver")
+
+
+class _Listener(uvicorn.Server):
+    # We install one signal handler for all listeners ourselves.
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def,override]
+        yield
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _uvicorn_config(app: object, host: str, port: int, config: Config, **extra: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        lifespan="off",
+        access_log=config.log_level == "DEBUG",
+        log_config=None,
+        loop="none",
+        http="httptools",
+        server_header=False,
+        timeout_keep_alive=75,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+async def serve(config: Config) -> None:
+    started = time.monotonic()
+    hs = HomeServer(config)
+    await hs.start()
+    app = build_app(hs)
+    listeners = [_Listener(_uvicorn_config(app, config.listeners.client.host, config.listeners.client.port, config))]
+    federation = config.listeners.federation
+    if federation is not None and config.federation.enabled:
+        if not (federation.tls_certificate_path and federation.tls_private_key_path):
+            raise SystemExit("config field 'listeners.federation': tls_certificate_path and tls_private_key_path are required")
+        listeners.append(
+            _Listener(
+                _uvicorn_config(
+                    app,
+                    federation.host,
+                    federation.port,
+                    config,
+                    ssl_certfile=str(config.path(federation.tls_certificate_path)),
+                    ssl_keyfile=str(config.path(federation.tls_private_key_path)),
+                    ssl_version=ssl.PROTOCOL_TLS_SERVER,
+                )
+            )
+        )
+
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for listener in listeners:
+            listener.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+    tasks = [asyncio.create_task(listener.serve()) for listener in listeners]
+    while not all(listener.started for listener in listeners):
+        if any(task.done() for task in tasks):
+            break
+        await asyncio.sleep(0.005)
+    if all(listener.started for listener in listeners):
+        logger.info(
+            "Homeserver %s ready in %.2fs. Client URL: %s",
+            config.server_name,
+            time.monotonic() - started,
+            config.client_base_url,
+        )
+        print(f"Homeserver {config.server_name} is running. Point your Matrix client at {config.client_base_url}", flush=True)
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        stop()
+        await hs.stop()
+    if any(not listener.started for listener in listeners):
+        raise SystemExit("could not start listening (is the port already in use?)")
+
+
+def run(config: Config) -> None:
+    configure_logging(config.log_level)
+    try:
+        import uvloop
+
+        uvloop.run(serve(config))
+    except ImportError:
+        asyncio.run(serve(config))

@@ -1,0 +1,100 @@
+"""Users: accounts, password hashes, admin flag, profile fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from storage.database import Database
+from storage.devices import NewDevice, insert_device
+from storage.schema import access_tokens, devices, users
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    password_hash: str | None
+    is_admin: bool
+    deactivated: bool
+    created_ts: int
+    displayname: str | None
+    avatar_url: str | None
+
+
+def _user(row: object) -> User:
+    return User(**row._mapping)  # type: ignore[attr-defined]
+
+
+class AccountStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get_user(self, user_id: str) -> User | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(users).where(users.c.user_id == user_id))).first()
+        return _user(row) if row else None
+
+    async def count_users(self) -> int:
+        async with self.db.read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(users))).scalar_one())
+
+    async def create_user(
+        self,
+        user_id: str,
+        password_hash: str | None,
+        now_ms: int,
+        *,
+        is_admin: bool = False,
+        displayname: str | None = None,
+        device: NewDevice | None = None,
+    ) -> bool:
+        """Create the account (and its first device, in the same transaction).
+
+        Returns False when the user ID is taken.
+        """
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(
+                    insert(users).values(
+                        user_id=user_id,
+                        password_hash=password_hash,
+                        is_admin=is_admin,
+                        deactivated=False,
+                        created_ts=now_ms,
+                        displayname=displayname,
+                        avatar_url=None,
+                    )
+                )
+                if device is not None:
+                    await insert_device(conn, user_id, device, now_ms)
+        except IntegrityError:
+            return False
+        return True
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(users).where(users.c.user_id == user_id).values(password_hash=password_hash)
+            )
+
+    async def set_admin(self, user_id: str, is_admin: bool) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(update(users).where(users.c.user_id == user_id).values(is_admin=is_admin))
+
+    async def set_profile_field(self, user_id: str, field: str, value: str | None) -> None:
+        if field not in ("displayname", "avatar_url"):
+            raise ValueError(field)
+        async with self.db.write() as conn:
+            await conn.execute(update(users).where(users.c.user_id == user_id).values({field: value}))
+
+    async def deactivate(self, user_id: str, *, erase: bool = False) -> None:
+        """Lock the account for good: no password, no devices, no tokens."""
+        values: dict[str, object] = {"deactivated": True, "password_hash": None}
+        if erase:
+            values.update(displayname=None, avatar_url=None)
+        async with self.db.write() as conn:
+            await conn.execute(delete(access_tokens).where(access_tokens.c.user_id == user_id))
+            await conn.execute(delete(devices).where(devices.c.user_id == user_id))
+            await conn.execute(update(users).where(users.c.user_id == user_id).values(values))
