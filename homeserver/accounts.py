@@ -68,6 +68,7 @@ class Accounts:
         device_display_name: str | None = None,
         inhibit_login: bool = False,
         is_admin: bool = False,
+        ip: str | None = None,
     ) -> Session:
         user_id = self.check_localpart(localpart)
         if password is not None and len(password) > MAX_PASSWORD_LENGTH:
@@ -77,7 +78,7 @@ class Accounts:
         device = None
         if not inhibit_login:
             device_id = device_id or new_device_id()
-            device = NewDevice(device_id, device_display_name, hash_token(token) if token else None)
+            device = NewDevice(device_id, device_display_name, hash_token(token) if token else None, ip)
         created = await self.accounts.create_user(
             user_id, password_hash, now_ms(), is_admin=is_admin, displayname=localpart, device=device
         )
@@ -100,16 +101,18 @@ class Accounts:
         return await check_password(password, user.password_hash)
 
     async def login(
-        self, user_id: str, password: str, device_id: str | None, display_name: str | None
+        self, user_id: str, password: str, device_id: str | None, display_name: str | None, ip: str | None
     ) -> Session:
         if not await self.verify_password(user_id, password):
             raise forbidden("Invalid username or password")
-        return await self.new_session(user_id, device_id, display_name)
+        return await self.new_session(user_id, device_id, display_name, ip)
 
-    async def new_session(self, user_id: str, device_id: str | None, display_name: str | None) -> Session:
+    async def new_session(
+        self, user_id: str, device_id: str | None, display_name: str | None, ip: str | None = None
+    ) -> Session:
         device_id = device_id or new_device_id()
         token = new_access_token()
-        await self.devices.add_device(user_id, NewDevice(device_id, display_name, hash_token(token)), now_ms())
+        await self.devices.add_device(user_id, NewDevice(device_id, display_name, hash_token(token), ip), now_ms())
         return Session(user_id, device_id, token)
 
     async def change_password(

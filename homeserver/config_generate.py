@@ -119,3 +119,18 @@ def generate(choices: ConfigChoices, output: Path, *, self_signed_tls: bool) -> 
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_config(choices, cert, key))
     return output
+
+
+EXAMPLE_CHOICES = ConfigChoices(
+    server_name="example.org", data_directory="/var/lib/homeserver", federation_listen=("0.0.0.0", 8448)
+)
+
+
+def render_example() -> str:
+    """config.example.yaml: the template filled with example values."""
+    return render_config(EXAMPLE_CHOICES, "/var/lib/homeserver/federation.crt", "/var/lib/homeserver/federation.key")
+
+
+if __name__ == "__main__":
+    # python -m homeserver.config_generate > config.example.yaml
+    print(render_example(), end="")

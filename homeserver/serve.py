@@ -25,6 +25,14 @@ class _Listener(uvicorn.Server):
     def capture_signals(self):  # type: ignore[no-untyped-def,override]
         yield
 
+    async def serve_quietly(self) -> None:
+        # uvicorn raises SystemExit when it cannot bind (after logging why); in a task
+        # that would tear through the event loop with a traceback.
+        try:
+            await self.serve()
+        except SystemExit:
+            pass
+
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(
@@ -84,26 +92,28 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
 
-    tasks = [asyncio.create_task(listener.serve()) for listener in listeners]
-    while not all(listener.started for listener in listeners):
-        if any(task.done() for task in tasks):
-            break
-        await asyncio.sleep(0.005)
-    if all(listener.started for listener in listeners):
+    tasks = [asyncio.create_task(listener.serve_quietly()) for listener in listeners]
+    try:
+        while not all(listener.started for listener in listeners):
+            if any(task.done() for task in tasks):
+                stop()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise SystemExit("error: could not start listening (is the port already in use?)")
+            await asyncio.sleep(0.005)
         logger.info(
             "Homeserver %s ready in %.2fs. Client URL: %s",
             config.server_name,
             time.monotonic() - started,
             config.client_base_url,
         )
-        print(f"Homeserver {config.server_name} is running. Point your Matrix client at {config.client_base_url}", flush=True)
-    try:
+        print(
+            f"Homeserver {config.server_name} is running. Point your Matrix client at {config.client_base_url}",
+            flush=True,
+        )
         await asyncio.gather(*tasks)
     finally:
         stop()
         await hs.stop()
-    if any(not listener.started for listener in listeners):
-        raise SystemExit("could not start listening (is the port already in use?)")
 
 
 def run(config: Config) -> None:

@@ -21,6 +21,7 @@ class NewDevice:
     device_id: str
     display_name: str | None
     token_hash: str | None
+    ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ async def insert_device(conn: AsyncConnection, user_id: str, device: NewDevice, 
                 display_name=device.display_name,
                 created_ts=now_ms,
                 last_seen_ts=now_ms,
+                last_seen_ip=device.ip,
             )
         )
     else:

@@ -28,9 +28,11 @@ def _check_against_spec(response: httpx.Response) -> None:
         body = response.json()
     except ValueError:
         return
-    if request.content and request.headers.get("content-type", "").startswith("application/json"):
+    # Streamed requests have no content to look at; only their response is checked.
+    sent_raw = getattr(request, "_content", None)
+    if sent_raw and request.headers.get("content-type", "").startswith("application/json"):
         try:
-            sent = json.loads(request.content)
+            sent = json.loads(sent_raw)
         except ValueError:
             sent = None
         # Only well-formed requests are expected to fit the request schema.

@@ -28,14 +28,14 @@ class DeleteDevicesBody(Body):
 
 
 def _device_json(device: Device) -> dict[str, Any]:
-    out: dict[str, Any] = {"device_id": device.device_id}
-    if device.display_name is not None:
-        out["display_name"] = device.display_name
-    if device.last_seen_ip is not None:
-        out["last_seen_ip"] = device.last_seen_ip
-    if device.last_seen_ts is not None:
-        out["last_seen_ts"] = device.last_seen_ts
-    return out
+    # Unknown fields are null rather than absent: matrix-nio requires all four keys, and
+    # Synapse has always sent them this way.
+    return {
+        "device_id": device.device_id,
+        "display_name": device.display_name,
+        "last_seen_ip": device.last_seen_ip,
+        "last_seen_ts": device.last_seen_ts,
+    }
 
 
 async def list_devices(request: Request) -> Response:

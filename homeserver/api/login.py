@@ -57,7 +57,7 @@ async def login(request: Request) -> Response:
     # A second, per-account bucket stops password guessing spread over many addresses.
     hs.ratelimiter.check("login-account", user_id, hs.config.rate_limits.login)
     session = await hs.account_service.login(
-        user_id, body.password, body.device_id, body.initial_device_display_name
+        user_id, body.password, body.device_id, body.initial_device_display_name, client
     )
     return json_response(
         {

@@ -83,6 +83,7 @@ async def register(request: Request) -> Response:
         device_id=body.device_id,
         device_display_name=body.initial_device_display_name,
         inhibit_login=body.inhibit_login,
+        ip=_client_ip(request),
     )
     response: dict[str, Any] = {"user_id": session.user_id, "home_server": hs.server_name}
     if not body.inhibit_login:
