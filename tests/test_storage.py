@@ -23,8 +23,10 @@ def _test_database_url(tmp_path: Path) -> str:
 
 
 def test_migrations_create_exactly_the_schema(tmp_path: Path) -> None:
+    url = _test_database_url(tmp_path)
+
     async def check() -> None:
-        db = Database.open(_test_database_url(tmp_path))
+        db = Database.open(url)
         try:
             assert await migrate(db) == MIGRATIONS[-1][0]
             assert await migrate(db) == MIGRATIONS[-1][0]  # running again is a no-op
