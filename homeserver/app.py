@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from homeserver.api.room_routes import room_routes
 from homeserver.api.routes import client_routes
 from homeserver.errors import MatrixError
 from homeserver.homeserver import HomeServer
@@ -67,7 +68,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 def build_app(hs: HomeServer) -> ASGIApp:
     app = Starlette(
-        routes=client_routes(),
+        routes=[*client_routes(), *room_routes()],
         exception_handlers={
             MatrixError: _matrix_error,
             HTTPException: _http_error,

@@ -82,12 +82,37 @@ class Limits(_Strict):
     max_upload_bytes: int = Field(52_428_800, ge=1024)
 
 
+class Media(_Strict):
+    # The legacy /_matrix/media/v3/download|thumbnail (unauthenticated), config and
+    # preview_url endpoints, for clients older than spec v1.11. The spec lets servers
+    # freeze them; off answers 404.
+    enable_legacy_endpoints: bool = True
+    # Images with more pixels than this are stored but never decoded: decoding is what
+    # a decompression bomb (a tiny file declaring a huge image) attacks.
+    max_image_pixels: int = Field(32_000_000, ge=1)
+    # URL previews fetch arbitrary URLs from the server; not available yet.
+    url_preview_enabled: bool = False
+
+    @field_validator("url_preview_enabled")
+    @classmethod
+    def _previews_unavailable(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("URL previews are not available in this version; set it to false")
+        return value
+
+
 class FederationSettings(_Strict):
     enabled: bool = False
     verify_tls: bool = True
     ca_file: str | None = None
     domain_allowlist: list[str] | None = None
     domain_denylist: list[str] = []
+
+
+class Rooms(_Strict):
+    # Room admins (who may set m.room.canonical_alias) may publish their rooms to the
+    # public directory; when false only server admins may.
+    admins_may_publish: bool = True
 
 
 class Config(_Strict):
@@ -101,8 +126,10 @@ class Config(_Strict):
     registration: Registration = Registration()
     rate_limits: RateLimits = RateLimits()
     limits: Limits = Limits()
+    media: Media = Media()
     federation: FederationSettings = FederationSettings()
-    default_room_version: str = "12"
+    default_room_version: Literal["10", "11", "12"] = "12"
+    rooms: Rooms = Rooms()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where relative paths in this file are resolved from (set by the loader).
     config_directory: str = "."

@@ -12,14 +12,28 @@ from signedjson.types import SigningKey
 
 from homeserver.accounts import Accounts
 from homeserver.config import Config
+from homeserver.media import ContentStore, MediaService
 from homeserver.ratelimit import RateLimiter
 from homeserver.signing_key import generate_signing_key_file, load_signing_key
+from homeserver.rooms.create import RoomCreator
+from homeserver.rooms.directory import Directory
+from homeserver.rooms.events import RoomEvents
+from homeserver.rooms.membership import Membership
+from homeserver.rooms.public_rooms import PublicRooms
+from homeserver.rooms.reading import RoomReader
 from homeserver.uia import UserInteractiveAuth
+from storage.account_data import AccountDataStore
 from storage.accounts import AccountStore
 from storage.database import Database
 from storage.devices import DeviceStore
+from storage.directory import AliasStore
+from storage.events import EventStore
+from storage.media import MediaStore
 from storage.migrations import migrate
 from storage.registration_tokens import RegistrationTokenStore
+from storage.reports import ReportStore
+from storage.rooms import RoomStore
+from storage.state import StateStore
 from storage.uia import UiaStore
 
 logger = logging.getLogger(__name__)
@@ -39,11 +53,40 @@ class HomeServer:
         self.ratelimiter = RateLimiter(config.rate_limits.enabled)
         self.last_seen_written: dict[tuple[str, str], int] = {}
         self.signing_key: SigningKey | None = None
+        self._wire_rooms(config)
+        self.media = MediaService(
+            config.server_name,
+            MediaStore(self.db),
+            ContentStore(config.media_path),
+            max_upload_bytes=config.limits.max_upload_bytes,
+            max_image_pixels=config.media.max_image_pixels,
+        )
+
+    def _wire_rooms(self, config: Config) -> None:
+        self.state_store = StateStore(self.db)
+        self.events = EventStore(self.db, self.state_store)
+        self.room_store = RoomStore(self.db)
+        self.alias_store = AliasStore(self.db)
+        self.account_data = AccountDataStore(self.db)
+        self.reports = ReportStore(self.db)
+        self.room_events = RoomEvents(config.server_name, self._require_signing_key, self.events)
+        self.directory = Directory(
+            config.server_name, self.alias_store, self.room_store, self.room_events, config.rooms.admins_may_publish
+        )
+        self.membership = Membership(config.server_name, self.room_events, self.room_store, self.accounts, self.directory)
+        self.room_creator = RoomCreator(config.server_name, self.room_events, self.membership, config.default_room_version)
+        self.room_reader = RoomReader(self.room_events, self.events, self.state_store, self.room_store, self.account_data)
+        self.public_rooms = PublicRooms(config.server_name, self.room_store, self.room_events, self.events)
+
+    def _require_signing_key(self) -> SigningKey:
+        assert self.signing_key is not None, "HomeServer.start() loads the signing key"
+        return self.signing_key
 
     async def start(self) -> None:
         """Create what is missing on disk, and bring the schema up to date."""
         self.config.data_path.mkdir(parents=True, exist_ok=True)
         self.config.media_path.mkdir(parents=True, exist_ok=True)
+        self.media.prepare()
         key_file = self.config.signing_key_file
         if not key_file.exists():
             logger.info("Generating a new signing key at %s", key_file)

@@ -86,3 +86,20 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def _begin_sqlite(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")
+
+
+async def upsert(
+    conn: AsyncConnection, table: Any, values: dict[str, Any], key_columns: list[str]
+) -> None:
+    """INSERT ... ON CONFLICT (key) DO UPDATE, in the dialect of `conn`."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    statement = dialect_insert(table).values(**values)
+    updates = {k: v for k, v in values.items() if k not in key_columns}
+    if updates:
+        statement = statement.on_conflict_do_update(index_elements=key_columns, set_=updates)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=key_columns)
+    await conn.execute(statement)

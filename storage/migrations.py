@@ -74,6 +74,177 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        2,
+        "media: content blobs, local media IDs, thumbnails",
+        [
+            # One row per distinct file in the content-addressed store. What the
+            # thumbnailer learnt about it is kept here, so broken or oversized images are
+            # examined once, not on every thumbnail request.
+            """CREATE TABLE media_content (
+                sha256 TEXT PRIMARY KEY,
+                size BIGINT NOT NULL,
+                created_ts BIGINT NOT NULL,
+                image_status TEXT,
+                image_width INTEGER,
+                image_height INTEGER
+            )""",
+            # One row per mxc://<us>/<media_id>. sha256 is NULL while an ID made by
+            # POST /media/v1/create waits for its upload (until unused_expires_at).
+            """CREATE TABLE local_media (
+                media_id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                created_ts BIGINT NOT NULL,
+                unused_expires_at BIGINT,
+                sha256 TEXT REFERENCES media_content(sha256),
+                size BIGINT,
+                content_type TEXT,
+                upload_name TEXT,
+                uploaded_ts BIGINT
+            )""",
+            "CREATE INDEX local_media_user ON local_media (user_id, created_ts)",
+            "CREATE INDEX local_media_sha256 ON local_media (sha256)",
+            # Thumbnails belong to content, not to a media ID: identical uploads share
+            # them. (width, height, method) is the size that was asked for; the image
+            # itself may be smaller (never upscaled) and lives in the same store.
+            """CREATE TABLE media_thumbnails (
+                source_sha256 TEXT NOT NULL REFERENCES media_content(sha256),
+                width INTEGER NOT NULL,
+                height INTEGER NOT NULL,
+                method TEXT NOT NULL,
+                content_type TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                actual_width INTEGER NOT NULL,
+                actual_height INTEGER NOT NULL,
+                created_ts BIGINT NOT NULL,
+                PRIMARY KEY (source_sha256, width, height, method)
+            )""",
+            "CREATE INDEX media_thumbnails_sha256 ON media_thumbnails (sha256)",
+        ],
+    ),
+    (
+        3,
+        "rooms: events, graph edges, state groups, current state, memberships, aliases",
+        [
+            """CREATE TABLE rooms (
+                room_id TEXT PRIMARY KEY,
+                room_version TEXT NOT NULL,
+                creator TEXT,
+                created_ts BIGINT NOT NULL,
+                is_public BOOLEAN NOT NULL DEFAULT FALSE
+            )""",
+            # stream_ordering is the global position every sync token is built from.
+            """CREATE TABLE events (
+                stream_ordering {bigserial_pk},
+                event_id TEXT NOT NULL UNIQUE,
+                room_id TEXT NOT NULL,
+                depth BIGINT NOT NULL,
+                type TEXT NOT NULL,
+                state_key TEXT,
+                sender TEXT NOT NULL,
+                origin_server_ts BIGINT NOT NULL,
+                outlier BOOLEAN NOT NULL DEFAULT FALSE,
+                rejected_reason TEXT,
+                redacted_by TEXT,
+                json TEXT NOT NULL
+            )""",
+            "CREATE INDEX events_room_stream ON events (room_id, stream_ordering)",
+            "CREATE INDEX events_room_type ON events (room_id, type, stream_ordering)",
+            """CREATE TABLE event_edges (
+                event_id TEXT NOT NULL,
+                prev_event_id TEXT NOT NULL,
+                PRIMARY KEY (event_id, prev_event_id)
+            )""",
+            "CREATE INDEX event_edges_prev ON event_edges (prev_event_id)",
+            """CREATE TABLE event_auth (
+                event_id TEXT NOT NULL,
+                auth_id TEXT NOT NULL,
+                PRIMARY KEY (event_id, auth_id)
+            )""",
+            """CREATE TABLE room_forward_extremities (
+                room_id TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                PRIMARY KEY (room_id, event_id)
+            )""",
+            # A state group is a snapshot (prev_group NULL) or a delta on prev_group.
+            """CREATE TABLE state_groups (
+                id {bigserial_pk},
+                room_id TEXT NOT NULL,
+                prev_group BIGINT,
+                delta_depth INTEGER NOT NULL
+            )""",
+            """CREATE TABLE state_group_entries (
+                group_id BIGINT NOT NULL,
+                type TEXT NOT NULL,
+                state_key TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                PRIMARY KEY (group_id, type, state_key)
+            )""",
+            # The state after each event (for a state event: including itself).
+            """CREATE TABLE event_to_state_group (
+                event_id TEXT PRIMARY KEY,
+                state_group BIGINT NOT NULL
+            )""",
+            """CREATE TABLE current_state (
+                room_id TEXT NOT NULL,
+                type TEXT NOT NULL,
+                state_key TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                PRIMARY KEY (room_id, type, state_key)
+            )""",
+            """CREATE TABLE room_memberships (
+                room_id TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                membership TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                stream_ordering BIGINT NOT NULL,
+                sender TEXT NOT NULL,
+                forgotten BOOLEAN NOT NULL DEFAULT FALSE,
+                PRIMARY KEY (room_id, user_id)
+            )""",
+            "CREATE INDEX room_memberships_user ON room_memberships (user_id, membership)",
+            """CREATE TABLE event_txn_ids (
+                user_id TEXT NOT NULL,
+                device_id TEXT NOT NULL,
+                txn_id TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                created_ts BIGINT NOT NULL,
+                PRIMARY KEY (user_id, device_id, txn_id)
+            )""",
+            """CREATE TABLE event_relations (
+                event_id TEXT PRIMARY KEY,
+                room_id TEXT NOT NULL,
+                relates_to_id TEXT NOT NULL,
+                rel_type TEXT NOT NULL,
+                stream_ordering BIGINT NOT NULL
+            )""",
+            "CREATE INDEX event_relations_parent ON event_relations (relates_to_id, rel_type, stream_ordering)",
+            """CREATE TABLE room_aliases (
+                alias TEXT PRIMARY KEY,
+                room_id TEXT NOT NULL,
+                creator TEXT NOT NULL
+            )""",
+            "CREATE INDEX room_aliases_room ON room_aliases (room_id)",
+            """CREATE TABLE account_data (
+                user_id TEXT NOT NULL,
+                room_id TEXT NOT NULL,
+                type TEXT NOT NULL,
+                content TEXT NOT NULL,
+                stream_id BIGINT NOT NULL,
+                PRIMARY KEY (user_id, room_id, type)
+            )""",
+            """CREATE TABLE event_reports (
+                id {bigserial_pk},
+                room_id TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                reason TEXT,
+                score INTEGER,
+                received_ts BIGINT NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 

@@ -61,3 +61,191 @@ uia_sessions = Table(
     Column("completed", Text, nullable=False),
     Column("request_summary", Text, nullable=False),
 )
+
+# Media (migration 2)
+
+media_content = Table(
+    "media_content",
+    metadata,
+    Column("sha256", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("image_status", Text),
+    Column("image_width", Integer),
+    Column("image_height", Integer),
+)
+
+local_media = Table(
+    "local_media",
+    metadata,
+    Column("media_id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("unused_expires_at", BigInteger),
+    Column("sha256", Text),
+    Column("size", BigInteger),
+    Column("content_type", Text),
+    Column("upload_name", Text),
+    Column("uploaded_ts", BigInteger),
+)
+
+media_thumbnails = Table(
+    "media_thumbnails",
+    metadata,
+    Column("source_sha256", Text, primary_key=True),
+    Column("width", Integer, primary_key=True),
+    Column("height", Integer, primary_key=True),
+    Column("method", Text, primary_key=True),
+    Column("content_type", Text, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("actual_width", Integer, nullable=False),
+    Column("actual_height", Integer, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+# Rooms (migration 3)
+
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("room_version", Text, nullable=False),
+    Column("creator", Text),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("is_public", Boolean, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("stream_ordering", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("room_id", Text, nullable=False),
+    Column("depth", BigInteger, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("state_key", Text),
+    Column("sender", Text, nullable=False),
+    Column("origin_server_ts", BigInteger, nullable=False),
+    Column("outlier", Boolean, nullable=False),
+    Column("rejected_reason", Text),
+    Column("redacted_by", Text),
+    Column("json", Text, nullable=False),
+)
+
+event_edges = Table(
+    "event_edges",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("prev_event_id", Text, primary_key=True),
+)
+
+event_auth = Table(
+    "event_auth",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("auth_id", Text, primary_key=True),
+)
+
+room_forward_extremities = Table(
+    "room_forward_extremities",
+    metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("event_id", Text, primary_key=True),
+)
+
+state_groups = Table(
+    "state_groups",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("room_id", Text, nullable=False),
+    Column("prev_group", BigInteger),
+    Column("delta_depth", Integer, nullable=False),
+)
+
+state_group_entries = Table(
+    "state_group_entries",
+    metadata,
+    Column("group_id", BigInteger, primary_key=True),
+    Column("type", Text, primary_key=True),
+    Column("state_key", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
+)
+
+event_to_state_group = Table(
+    "event_to_state_group",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("state_group", BigInteger, nullable=False),
+)
+
+current_state = Table(
+    "current_state",
+    metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("type", Text, primary_key=True),
+    Column("state_key", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
+)
+
+room_memberships = Table(
+    "room_memberships",
+    metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("membership", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("stream_ordering", BigInteger, nullable=False),
+    Column("sender", Text, nullable=False),
+    Column("forgotten", Boolean, nullable=False),
+)
+
+event_txn_ids = Table(
+    "event_txn_ids",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("device_id", Text, primary_key=True),
+    Column("txn_id", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+event_relations = Table(
+    "event_relations",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("room_id", Text, nullable=False),
+    Column("relates_to_id", Text, nullable=False),
+    Column("rel_type", Text, nullable=False),
+    Column("stream_ordering", BigInteger, nullable=False),
+)
+
+room_aliases = Table(
+    "room_aliases",
+    metadata,
+    Column("alias", Text, primary_key=True),
+    Column("room_id", Text, nullable=False),
+    Column("creator", Text, nullable=False),
+)
+
+account_data = Table(
+    "account_data",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("room_id", Text, primary_key=True),
+    Column("type", Text, primary_key=True),
+    Column("content", Text, nullable=False),
+    Column("stream_id", BigInteger, nullable=False),
+)
+
+event_reports = Table(
+    "event_reports",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("room_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("reason", Text),
+    Column("score", Integer),
+    Column("received_ts", BigInteger, nullable=False),
+)

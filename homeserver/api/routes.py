@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from homeserver.api import account, devices, discovery, login, profile, register
+from homeserver.api import account, devices, discovery, login, media, profile, register
 
 CLIENT_V3 = "/_matrix/client/v3"
 CLIENT_V1 = "/_matrix/client/v1"
+MEDIA_V3 = "/_matrix/media/v3"
+MEDIA_V1 = "/_matrix/media/v1"
+CLIENT_MEDIA = f"{CLIENT_V1}/media"
 
 
 def client_routes() -> list[BaseRoute]:
@@ -42,4 +45,20 @@ def client_routes() -> list[BaseRoute]:
         Route(f"{v3}/profile/{{user_id}}", profile.get_profile, methods=["GET"]),
         Route(f"{v3}/profile/{{user_id}}/{{field}}", profile.get_profile_field, methods=["GET"]),
         Route(f"{v3}/profile/{{user_id}}/{{field}}", profile.set_profile_field, methods=["PUT"]),
+        # Content repository: uploads
+        Route(f"{MEDIA_V3}/upload", media.upload, methods=["POST"]),
+        Route(f"{MEDIA_V1}/create", media.create, methods=["POST"]),
+        Route(f"{MEDIA_V3}/upload/{{server_name}}/{{media_id}}", media.upload_to_created, methods=["PUT"]),
+        # Content repository: authenticated media (spec v1.11+)
+        Route(f"{CLIENT_MEDIA}/config", media.config, methods=["GET"]),
+        Route(f"{CLIENT_MEDIA}/preview_url", media.preview_url, methods=["GET"]),
+        Route(f"{CLIENT_MEDIA}/download/{{server_name}}/{{media_id}}", media.download, methods=["GET"]),
+        Route(f"{CLIENT_MEDIA}/download/{{server_name}}/{{media_id}}/{{file_name:path}}", media.download, methods=["GET"]),
+        Route(f"{CLIENT_MEDIA}/thumbnail/{{server_name}}/{{media_id}}", media.thumbnail, methods=["GET"]),
+        # Content repository: legacy endpoints (downloads unauthenticated, switchable)
+        Route(f"{MEDIA_V3}/config", media.legacy_config, methods=["GET"]),
+        Route(f"{MEDIA_V3}/preview_url", media.legacy_preview_url, methods=["GET"]),
+        Route(f"{MEDIA_V3}/download/{{server_name}}/{{media_id}}", media.legacy_download, methods=["GET"]),
+        Route(f"{MEDIA_V3}/download/{{server_name}}/{{media_id}}/{{file_name:path}}", media.legacy_download, methods=["GET"]),
+        Route(f"{MEDIA_V3}/thumbnail/{{server_name}}/{{media_id}}", media.legacy_thumbnail, methods=["GET"]),
     ]

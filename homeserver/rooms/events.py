@@ -1,0 +1,263 @@
+"""The one path by which this server changes a room.
+
+`RoomEvents.send` builds an event on top of the room's current tips, checks it
+against the authorization rules and the room's current state, signs it, persists it
+(one transaction: event, edges, state group, extremities, current state, membership)
+and then tells the notifier. Writes to one room are serialised by a per-room lock, so
+the graph this server produces is linear and stream order is causal order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from signedjson.types import SigningKey
+
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.events import (
+    AuthError,
+    CanonicalJsonError,
+    RoomVersion,
+    auth_event_types,
+    build_event,
+    check_auth,
+    check_size_limits,
+    get_room_version,
+    redaction_allowed,
+    room_id_from_create_event_id,
+    select_auth_event_ids,
+)
+from storage.events import EventStore, NewEvent, StoredEvent
+from storage.state import StateKey
+
+CREATE_KEY: StateKey = ("m.room.create", "")
+# How many forward extremities one event may cite as prev_events.
+MAX_PREV_EVENTS = 10
+
+Listener = Callable[[StoredEvent], Awaitable[None]]
+
+
+@dataclass
+class RoomHead:
+    """What the next event of a room builds on: cached, updated on every persist."""
+
+    room_version: RoomVersion
+    create_event_id: str
+    state_ids: dict[StateKey, str]
+    state_group: int
+    extremities: list[tuple[str, int]] = field(default_factory=list)
+
+
+class RoomEvents:
+    def __init__(self, server_name: str, signing_key: Callable[[], SigningKey], events: EventStore) -> None:
+        self.server_name = server_name
+        self._signing_key = signing_key
+        self.events = events
+        self._heads: dict[str, RoomHead] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.listeners: list[Listener] = []
+
+    def lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[room_id] = lock
+        return lock
+
+    async def head(self, room_id: str) -> RoomHead:
+        """The room's current tips and state, or 404 M_NOT_FOUND."""
+        head = self._heads.get(room_id)
+        if head is not None:
+            return head
+        version = await self.events.get_room_version(room_id)
+        if version is None:
+            raise not_found("Unknown room")
+        extremities = await self.events.get_forward_extremities(room_id)
+        state_ids = await self.events.get_current_state_ids(room_id)
+        newest = max(extremities, key=lambda e: e[1])[0]
+        group = await self.events.get_state_group_of(newest)
+        assert group is not None
+        head = RoomHead(get_room_version(version), state_ids[CREATE_KEY], state_ids, group, extremities)
+        self._heads[room_id] = head
+        return head
+
+    async def state_event(self, room_id: str, event_type: str, state_key: str = "") -> StoredEvent | None:
+        head = await self.head(room_id)
+        event_id = head.state_ids.get((event_type, state_key))
+        return await self.events.get_event(event_id) if event_id else None
+
+    async def auth_state(self, head: RoomHead, keys: list[StateKey]) -> dict[StateKey, dict[str, Any]]:
+        wanted = {key: head.state_ids[key] for key in {CREATE_KEY, *keys} if key in head.state_ids}
+        found = await self.events.get_events(wanted.values())
+        return {key: found[event_id].pdu for key, event_id in wanted.items() if event_id in found}
+
+    async def create_room(self, sender: str, room_version: RoomVersion, content: dict[str, Any], now_ms: int) -> tuple[str, StoredEvent]:
+        """Persist a new room's create event; returns (room_id, event)."""
+        room_id: str | None = None
+        if not room_version.room_id_is_create_event_id:
+            room_id = f"!{secrets.token_urlsafe(18)}:{self.server_name}"
+        event_id, pdu = build_event(
+            room_version,
+            room_id=room_id,
+            sender=sender,
+            event_type="m.room.create",
+            state_key="",
+            content=content,
+            prev_event_ids=[],
+            auth_event_ids=[],
+            depth=1,
+            origin_server_ts=now_ms,
+            server_name=self.server_name,
+            signing_key=self._signing_key(),
+        )
+        if room_id is None:
+            room_id = room_id_from_create_event_id(event_id)
+        try:
+            check_auth(room_version, pdu, {})
+        except AuthError as exc:
+            raise MatrixError(400, "M_BAD_JSON", f"Invalid create event: {exc}") from None
+        state = {CREATE_KEY: event_id}
+        async with self.lock(room_id):
+            result = await self.events.persist(
+                NewEvent(
+                    event_id=event_id,
+                    room_id=room_id,
+                    pdu=pdu,
+                    state_group_before=None,
+                    state_after=state,
+                    new_room_version=room_version.identifier,
+                ),
+                now_ms,
+            )
+            self._heads[room_id] = RoomHead(room_version, event_id, dict(state), result.state_group, [(event_id, 1)])
+        stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
+        await self._notify(stored)
+        return room_id, stored
+
+    async def send(
+        self,
+        sender: str,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        *,
+        state_key: str | None = None,
+        redacts: str | None = None,
+        txn: tuple[str, str, str] | None = None,
+        check: Callable[[RoomHead, dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> StoredEvent:
+        """Build, authorise, sign, persist and announce one event.
+
+        `check` runs under the room lock against the state the event builds on, for
+        rules that are not auth rules (e.g. "only if the user is not joined yet").
+        """
+        async with self.lock(room_id):
+            if txn is not None:
+                existing = await self.events.event_id_for_txn(*txn)
+                if existing is not None:
+                    event = await self.events.get_event(existing)
+                    assert event is not None
+                    return event
+            head = await self.head(room_id)
+            if check is not None:
+                await check(head, content)
+            version = head.room_version
+            auth_ids = select_auth_event_ids(version, event_type, state_key, sender, content, head.state_ids)
+            prev = sorted(head.extremities, key=lambda e: -e[1])[:MAX_PREV_EVENTS]
+            now_ms = int(time.time() * 1000)
+            try:
+                event_id, pdu = build_event(
+                    version,
+                    room_id=room_id,
+                    sender=sender,
+                    event_type=event_type,
+                    state_key=state_key,
+                    content=content,
+                    prev_event_ids=[e[0] for e in prev],
+                    auth_event_ids=auth_ids,
+                    depth=max(e[1] for e in prev) + 1,
+                    origin_server_ts=now_ms,
+                    server_name=self.server_name,
+                    signing_key=self._signing_key(),
+                    redacts=redacts,
+                )
+            except (CanonicalJsonError, ValueError, TypeError) as exc:
+                # Floats, out-of-range integers, lone surrogates: not canonical JSON.
+                raise MatrixError(400, "M_BAD_JSON", f"Event content is not valid canonical JSON: {exc}") from None
+            try:
+                check_size_limits(pdu, event_id)
+            except AuthError as exc:
+                raise MatrixError(413, "M_TOO_LARGE", str(exc)) from None
+            auth_state = await self.auth_state(head, auth_event_types(version, event_type, state_key, sender, content))
+            try:
+                check_auth(version, pdu, auth_state, enforce_size_limits=False, create_event_id=head.create_event_id)
+            except AuthError as exc:
+                raise forbidden(str(exc)) from None
+
+            applied_redaction = await self._redaction_target(head, room_id, pdu, redacts)
+            state_after = head.state_ids
+            if state_key is not None:
+                replaced = head.state_ids.get((event_type, state_key))
+                if replaced is not None:
+                    previous = await self.events.get_event(replaced)
+                    if previous is not None:
+                        # Clients read prev_content from unsigned; keeping it on the
+                        # stored event saves a state lookup on every read.
+                        pdu["unsigned"] = {
+                            "replaces_state": replaced,
+                            "prev_content": previous.content,
+                            "prev_sender": previous.sender,
+                        }
+                state_after = {**head.state_ids, (event_type, state_key): event_id}
+            result = await self.events.persist(
+                NewEvent(
+                    event_id=event_id,
+                    room_id=room_id,
+                    pdu=pdu,
+                    state_group_before=head.state_group,
+                    state_after=state_after,
+                    txn=txn,
+                    relation=_relation(content),
+                    redacts=applied_redaction,
+                ),
+                now_ms,
+            )
+            head.state_ids = dict(state_after)
+            head.state_group = result.state_group
+            head.extremities = [(event_id, pdu["depth"])]
+        stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
+        await self._notify(stored)
+        return stored
+
+    async def _redaction_target(
+        self, head: RoomHead, room_id: str, pdu: dict[str, Any], redacts: str | None
+    ) -> str | None:
+        if pdu["type"] != "m.room.redaction" or redacts is None:
+            return None
+        target = await self.events.get_event(redacts)
+        if target is None or target.pdu.get("room_id") != room_id:
+            raise not_found("Unknown event to redact")
+        auth_state = await self.auth_state(head, [("m.room.power_levels", ""), ("m.room.member", pdu["sender"])])
+        if not redaction_allowed(head.room_version, pdu, target.pdu, auth_state):
+            raise forbidden("You may not redact this event")
+        return redacts
+
+    async def _notify(self, event: StoredEvent) -> None:
+        for listener in self.listeners:
+            await listener(event)
+
+
+def _relation(content: dict[str, Any]) -> tuple[str, str] | None:
+    relates = content.get("m.relates_to")
+    if not isinstance(relates, dict):
+        return None
+    parent, rel_type = relates.get("event_id"), relates.get("rel_type")
+    if isinstance(parent, str) and isinstance(rel_type, str):
+        return parent, rel_type
+    return None

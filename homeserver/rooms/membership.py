@@ -1,0 +1,171 @@
+"""Membership changes: join, invite, leave, kick, ban, unban, knock, forget, and
+profile changes carried into every joined room.
+
+The authorization rules decide what is allowed; this module adds the client-facing
+rules around them (who may be kicked, what "unban" means) and the member event
+content (display name, avatar, reason, is_direct).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.identifiers import split_user_id
+from homeserver.rooms.directory import Directory
+from homeserver.rooms.events import RoomEvents
+from storage.accounts import AccountStore
+from storage.events import StoredEvent
+from storage.rooms import RoomStore
+
+
+class Membership:
+    def __init__(
+        self,
+        server_name: str,
+        room_events: RoomEvents,
+        rooms: RoomStore,
+        accounts: AccountStore,
+        directory: Directory,
+    ) -> None:
+        self.server_name = server_name
+        self.room_events = room_events
+        self.rooms = rooms
+        self.accounts = accounts
+        self.directory = directory
+
+    async def _profile(self, user_id: str) -> dict[str, Any]:
+        user = await self.accounts.get_user(user_id)
+        content: dict[str, Any] = {}
+        if user is not None:
+            if user.displayname:
+                content["displayname"] = user.displayname
+            if user.avatar_url:
+                content["avatar_url"] = user.avatar_url
+        return content
+
+    async def check_invitee(self, user_id: str) -> None:
+        parts = split_user_id(user_id)
+        if parts is None:
+            raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user ID {user_id!r}")
+        if parts[1] != self.server_name:
+            raise MatrixError(403, "M_FORBIDDEN", "Inviting users of other servers needs federation")
+        user = await self.accounts.get_user(user_id)
+        if user is None or user.deactivated:
+            raise not_found(f"Unknown user {user_id}")
+
+    async def resolve_room(self, room_id_or_alias: str) -> str:
+        if room_id_or_alias.startswith("#"):
+            return await self.directory.resolve(room_id_or_alias)
+        if not room_id_or_alias.startswith("!"):
+            raise MatrixError(400, "M_INVALID_PARAM", "Expected a room ID or alias")
+        return room_id_or_alias
+
+    async def _member_event(self, room_id: str, user_id: str) -> StoredEvent | None:
+        return await self.room_events.state_event(room_id, "m.room.member", user_id)
+
+    async def _current(self, room_id: str, user_id: str) -> str | None:
+        event = await self._member_event(room_id, user_id)
+        return event.content.get("membership") if event else None
+
+    async def join_local(self, user_id: str, room_id: str, reason: str | None = None) -> StoredEvent:
+        content = {"membership": "join", **await self._profile(user_id)}
+        if reason:
+            content["reason"] = reason
+        return await self.room_events.send(user_id, room_id, "m.room.member", content, state_key=user_id)
+
+    async def join(self, user_id: str, room_id_or_alias: str, reason: str | None = None) -> str:
+        room_id = await self.resolve_room(room_id_or_alias)
+        try:
+            await self.room_events.head(room_id)
+        except MatrixError:
+            raise not_found("No known room with that ID (joining rooms on other servers needs federation)") from None
+        await self.join_local(user_id, room_id, reason)
+        return room_id
+
+    async def invite(
+        self, sender: str, room_id: str, target: str, *, reason: str | None = None, is_direct: bool = False
+    ) -> StoredEvent:
+        await self.check_invitee(target)
+        await self.room_events.head(room_id)
+        current = await self._current(room_id, target)
+        if current == "join":
+            raise forbidden(f"{target} is already in the room")
+        if current == "ban":
+            raise forbidden(f"{target} is banned from the room")
+        content: dict[str, Any] = {"membership": "invite", **await self._profile(target)}
+        if is_direct:
+            content["is_direct"] = True
+        if reason:
+            content["reason"] = reason
+        return await self.room_events.send(sender, room_id, "m.room.member", content, state_key=target)
+
+    async def leave(self, user_id: str, room_id: str, reason: str | None = None) -> None:
+        await self.room_events.head(room_id)
+        current = await self._current(room_id, user_id)
+        if current in (None, "leave"):
+            # Leaving a room you are not in changes nothing (and must not create an
+            # event the auth rules would reject).
+            if current is None:
+                raise forbidden("You are not in this room")
+            return
+        await self._set(user_id, room_id, user_id, "leave", reason)
+
+    async def kick(self, sender: str, room_id: str, target: str, reason: str | None) -> None:
+        await self.room_events.head(room_id)
+        if await self._current(room_id, target) not in ("join", "invite", "knock"):
+            raise forbidden(f"{target} is not in the room")
+        await self._set(sender, room_id, target, "leave", reason)
+
+    async def ban(self, sender: str, room_id: str, target: str, reason: str | None) -> None:
+        if split_user_id(target) is None:
+            raise MatrixError(400, "M_INVALID_PARAM", "Invalid user ID")
+        await self.room_events.head(room_id)
+        await self._set(sender, room_id, target, "ban", reason)
+
+    async def unban(self, sender: str, room_id: str, target: str, reason: str | None) -> None:
+        await self.room_events.head(room_id)
+        if await self._current(room_id, target) != "ban":
+            raise forbidden(f"{target} is not banned")
+        await self._set(sender, room_id, target, "leave", reason)
+
+    async def knock(self, user_id: str, room_id_or_alias: str, reason: str | None) -> str:
+        room_id = await self.resolve_room(room_id_or_alias)
+        await self.room_events.head(room_id)
+        content: dict[str, Any] = {"membership": "knock", **await self._profile(user_id)}
+        if reason:
+            content["reason"] = reason
+        await self.room_events.send(user_id, room_id, "m.room.member", content, state_key=user_id)
+        return room_id
+
+    async def forget(self, user_id: str, room_id: str) -> None:
+        membership = await self.rooms.get_membership(room_id, user_id)
+        if membership is None:
+            raise not_found("You were never in this room")
+        if membership.membership in ("join", "invite", "knock"):
+            raise MatrixError(400, "M_UNKNOWN", "Leave the room before forgetting it")
+        await self.rooms.forget(room_id, user_id)
+
+    async def _set(self, sender: str, room_id: str, target: str, membership: str, reason: str | None) -> None:
+        content: dict[str, Any] = {"membership": membership}
+        if reason:
+            content["reason"] = reason
+        await self.room_events.send(sender, room_id, "m.room.member", content, state_key=target)
+
+    async def profile_changed(self, user_id: str) -> None:
+        """Send a fresh member event with the new profile into every joined room."""
+        profile = await self._profile(user_id)
+        for membership in await self.rooms.rooms_for_user(user_id):
+            current = await self._member_event(membership.room_id, user_id)
+            if current is None or current.content.get("membership") != "join":
+                continue
+            content = {k: v for k, v in current.content.items() if k not in ("displayname", "avatar_url")}
+            content.update(profile)
+            if content == current.content:
+                continue
+            try:
+                await self.room_events.send(user_id, membership.room_id, "m.room.member", content, state_key=user_id)
+            except MatrixError:
+                # A room whose rules now refuse the update keeps the old profile.
+                continue
+

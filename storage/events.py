@@ -1,0 +1,443 @@
+"""Room events: persisting one event with everything that follows from it, in one
+transaction, and reading events back.
+
+What one persisted event writes: the event row (which assigns its stream_ordering),
+its prev/auth edges, the room's forward extremities, its state group, current state
+and membership when it is a state event, the sender's transaction ID, its relation,
+and the redaction it applies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+
+from storage.database import Database, upsert
+from storage.schema import (
+    current_state,
+    event_auth,
+    event_edges,
+    event_relations,
+    event_to_state_group,
+    event_txn_ids,
+    events,
+    room_forward_extremities,
+    room_memberships,
+    rooms,
+)
+from storage.state import StateKey, StateStore
+
+_CACHE_SIZE = 50_000
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    event_id: str
+    # The PDU's room_id, except for v12 create events, which have none in the PDU.
+    room_id: str
+    stream_ordering: int
+    pdu: dict[str, Any]
+    redacted_by: str | None
+    rejected_reason: str | None
+    outlier: bool
+
+    @property
+    def type(self) -> str:
+        return str(self.pdu["type"])
+
+    @property
+    def state_key(self) -> str | None:
+        return self.pdu.get("state_key")
+
+    @property
+    def sender(self) -> str:
+        return str(self.pdu["sender"])
+
+    @property
+    def content(self) -> dict[str, Any]:
+        content = self.pdu.get("content")
+        return content if isinstance(content, dict) else {}
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event that passed its checks, with what the room service knows about it."""
+
+    event_id: str
+    room_id: str
+    pdu: dict[str, Any]
+    # The state group of the state before this event (None only for the create event)
+    # and the full state after it (used when a delta chain is long enough to snapshot).
+    state_group_before: int | None
+    state_after: Mapping[StateKey, str]
+    # (user_id, device_id, txn_id) for idempotent client sends.
+    txn: tuple[str, str, str] | None = None
+    # (relates_to event ID, rel_type) from content["m.relates_to"].
+    relation: tuple[str, str] | None = None
+    # An event this one redacts, once the redaction rules allow it.
+    redacts: str | None = None
+    # Room version, for the first event of a new room.
+    new_room_version: str | None = None
+
+
+@dataclass(frozen=True)
+class PersistResult:
+    stream_ordering: int
+    state_group: int
+
+
+class EventStore:
+    def __init__(self, db: Database, state: StateStore) -> None:
+        self.db = db
+        self.state = state
+        # Events are immutable once stored, but for redacted_by, which this process
+        # updates through `persist` and so keeps in step.
+        self._cache: OrderedDict[str, StoredEvent] = OrderedDict()
+
+    # --- writing -------------------------------------------------------------------
+
+    async def persist(self, new: NewEvent, now_ms: int) -> PersistResult:
+        pdu = new.pdu
+        state_key = pdu.get("state_key")
+        async with self.db.write() as conn:
+            if new.new_room_version is not None:
+                await conn.execute(
+                    insert(rooms).values(
+                        room_id=new.room_id,
+                        room_version=new.new_room_version,
+                        creator=pdu["sender"],
+                        created_ts=now_ms,
+                        is_public=False,
+                    )
+                )
+            result = await conn.execute(
+                insert(events)
+                .values(
+                    event_id=new.event_id,
+                    room_id=new.room_id,
+                    depth=pdu["depth"],
+                    type=pdu["type"],
+                    state_key=state_key,
+                    sender=pdu["sender"],
+                    origin_server_ts=pdu["origin_server_ts"],
+                    outlier=False,
+                    rejected_reason=None,
+                    redacted_by=None,
+                    json=json.dumps(pdu, separators=(",", ":"), ensure_ascii=False),
+                )
+                .returning(events.c.stream_ordering)
+            )
+            stream_ordering = int(result.scalar_one())
+            prev_ids = list(pdu.get("prev_events", []))
+            if prev_ids:
+                await conn.execute(
+                    insert(event_edges), [{"event_id": new.event_id, "prev_event_id": p} for p in prev_ids]
+                )
+                await conn.execute(
+                    delete(room_forward_extremities).where(
+                        room_forward_extremities.c.room_id == new.room_id,
+                        room_forward_extremities.c.event_id.in_(prev_ids),
+                    )
+                )
+            auth_ids = list(pdu.get("auth_events", []))
+            if auth_ids:
+                await conn.execute(insert(event_auth), [{"event_id": new.event_id, "auth_id": a} for a in auth_ids])
+            await conn.execute(insert(room_forward_extremities).values(room_id=new.room_id, event_id=new.event_id))
+
+            if state_key is not None:
+                key = (pdu["type"], state_key)
+                group = await self.state.store_group(
+                    conn, new.room_id, new.state_group_before, {key: new.event_id}, new.state_after
+                )
+                await upsert(
+                    conn,
+                    current_state,
+                    {"room_id": new.room_id, "type": key[0], "state_key": key[1], "event_id": new.event_id},
+                    ["room_id", "type", "state_key"],
+                )
+                if pdu["type"] == "m.room.member":
+                    await upsert(
+                        conn,
+                        room_memberships,
+                        {
+                            "room_id": new.room_id,
+                            "user_id": state_key,
+                            "membership": pdu["content"].get("membership", "leave"),
+                            "event_id": new.event_id,
+                            "stream_ordering": stream_ordering,
+                            "sender": pdu["sender"],
+                            "forgotten": False,
+                        },
+                        ["room_id", "user_id"],
+                    )
+            else:
+                assert new.state_group_before is not None
+                group = new.state_group_before
+            await conn.execute(insert(event_to_state_group).values(event_id=new.event_id, state_group=group))
+
+            if new.txn is not None:
+                user_id, device_id, txn_id = new.txn
+                await conn.execute(
+                    insert(event_txn_ids).values(
+                        user_id=user_id, device_id=device_id, txn_id=txn_id, event_id=new.event_id, created_ts=now_ms
+                    )
+                )
+            if new.relation is not None:
+                await conn.execute(
+                    insert(event_relations).values(
+                        event_id=new.event_id,
+                        room_id=new.room_id,
+                        relates_to_id=new.relation[0],
+                        rel_type=new.relation[1],
+                        stream_ordering=stream_ordering,
+                    )
+                )
+            if new.redacts is not None:
+                await conn.execute(
+                    update(events)
+                    .where(events.c.event_id == new.redacts, events.c.redacted_by.is_(None))
+                    .values(redacted_by=new.event_id)
+                )
+        if new.redacts is not None:
+            self._cache.pop(new.redacts, None)
+        if state_key is not None:
+            self.state.remember(group, new.state_after)
+        return PersistResult(stream_ordering, group)
+
+    # --- reading -------------------------------------------------------------------
+
+    def _remember(self, event: StoredEvent) -> None:
+        self._cache[event.event_id] = event
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
+        """The stored events among `event_ids` (unknown IDs are left out)."""
+        wanted = list(dict.fromkeys(event_ids))
+        found: dict[str, StoredEvent] = {}
+        missing: list[str] = []
+        for event_id in wanted:
+            cached = self._cache.get(event_id)
+            if cached is None:
+                missing.append(event_id)
+            else:
+                found[event_id] = cached
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            async with self.db.read() as conn:
+                rows = await conn.execute(_EVENT_COLUMNS.where(events.c.event_id.in_(chunk)))
+                for row in rows:
+                    event = _stored(row)
+                    self._remember(event)
+                    found[event.event_id] = event
+        return found
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        return (await self.get_events([event_id])).get(event_id)
+
+    async def get_room_version(self, room_id: str) -> str | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(rooms.c.room_version).where(rooms.c.room_id == room_id))).first()
+        return row[0] if row else None
+
+    async def get_forward_extremities(self, room_id: str) -> list[tuple[str, int]]:
+        """(event_id, depth) of the room's current tips."""
+        query = (
+            select(room_forward_extremities.c.event_id, events.c.depth)
+            .join(events, events.c.event_id == room_forward_extremities.c.event_id)
+            .where(room_forward_extremities.c.room_id == room_id)
+        )
+        async with self.db.read() as conn:
+            return [(row.event_id, int(row.depth)) for row in await conn.execute(query)]
+
+    async def get_state_group_of(self, event_id: str) -> int | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(event_to_state_group.c.state_group).where(event_to_state_group.c.event_id == event_id)
+                )
+            ).first()
+        return int(row[0]) if row else None
+
+    async def get_state_groups_of(self, event_ids: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start : start + 500]
+            query = select(event_to_state_group.c.event_id, event_to_state_group.c.state_group).where(
+                event_to_state_group.c.event_id.in_(chunk)
+            )
+            async with self.db.read() as conn:
+                found.update({row.event_id: int(row.state_group) for row in await conn.execute(query)})
+        return found
+
+    async def last_event_at_or_before(self, room_id: str, stream_ordering: int) -> str | None:
+        query = (
+            select(events.c.event_id)
+            .where(
+                events.c.room_id == room_id,
+                events.c.stream_ordering <= stream_ordering,
+                events.c.outlier.is_(False),
+                events.c.rejected_reason.is_(None),
+            )
+            .order_by(events.c.stream_ordering.desc())
+            .limit(1)
+        )
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).first()
+        return row[0] if row else None
+
+    async def get_current_state_ids(self, room_id: str) -> dict[StateKey, str]:
+        query = select(current_state.c.type, current_state.c.state_key, current_state.c.event_id).where(
+            current_state.c.room_id == room_id
+        )
+        async with self.db.read() as conn:
+            return {(row.type, row.state_key): row.event_id for row in await conn.execute(query)}
+
+    async def event_id_for_txn(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        query = select(event_txn_ids.c.event_id).where(
+            event_txn_ids.c.user_id == user_id,
+            event_txn_ids.c.device_id == device_id,
+            event_txn_ids.c.txn_id == txn_id,
+        )
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).first()
+        return row[0] if row else None
+
+    async def txn_ids_for(self, user_id: str, device_id: str, event_ids: list[str]) -> dict[str, str]:
+        """event_id -> txn_id for the events among `event_ids` that this device sent."""
+        if not event_ids:
+            return {}
+        query = select(event_txn_ids.c.event_id, event_txn_ids.c.txn_id).where(
+            event_txn_ids.c.user_id == user_id,
+            event_txn_ids.c.device_id == device_id,
+            event_txn_ids.c.event_id.in_(event_ids),
+        )
+        async with self.db.read() as conn:
+            return {row.event_id: row.txn_id for row in await conn.execute(query)}
+
+    async def max_stream_ordering(self) -> int:
+        async with self.db.read() as conn:
+            value = (await conn.execute(select(func.max(events.c.stream_ordering)))).scalar()
+        return int(value or 0)
+
+    async def room_events(
+        self,
+        room_id: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        backwards: bool,
+        limit: int,
+        types: list[str] | None = None,
+        not_types: list[str] | None = None,
+        senders: list[str] | None = None,
+        not_senders: list[str] | None = None,
+        contains_url: bool | None = None,
+    ) -> list[StoredEvent]:
+        """Accepted room events with after < stream_ordering < before, newest first when
+        `backwards`, else oldest first."""
+        query = _EVENT_COLUMNS.where(
+            events.c.room_id == room_id, events.c.outlier.is_(False), events.c.rejected_reason.is_(None)
+        )
+        if after is not None:
+            query = query.where(events.c.stream_ordering > after)
+        if before is not None:
+            query = query.where(events.c.stream_ordering < before)
+        if types:
+            query = query.where(or_(*[_type_matches(t) for t in types]))
+        if not_types:
+            query = query.where(and_(*[~_type_matches(t) for t in not_types]))
+        if senders:
+            query = query.where(events.c.sender.in_(senders))
+        if not_senders:
+            query = query.where(events.c.sender.not_in(not_senders))
+        if contains_url is not None:
+            has_url = events.c.json.like('%"url":%')
+            query = query.where(has_url if contains_url else ~has_url)
+        order = events.c.stream_ordering.desc() if backwards else events.c.stream_ordering.asc()
+        query = query.order_by(order).limit(limit)
+        async with self.db.read() as conn:
+            found = [_stored(row) for row in await conn.execute(query)]
+        for event in found:
+            self._remember(event)
+        return found
+
+    async def stream_ordering_of(self, event_id: str) -> int | None:
+        event = await self.get_event(event_id)
+        return event.stream_ordering if event else None
+
+    async def relations(
+        self,
+        parent_id: str,
+        *,
+        rel_type: str | None,
+        before: int | None,
+        after: int | None,
+        backwards: bool,
+        limit: int,
+    ) -> list[StoredEvent]:
+        query = select(event_relations.c.event_id).where(event_relations.c.relates_to_id == parent_id)
+        if rel_type is not None:
+            query = query.where(event_relations.c.rel_type == rel_type)
+        if before is not None:
+            query = query.where(event_relations.c.stream_ordering < before)
+        if after is not None:
+            query = query.where(event_relations.c.stream_ordering > after)
+        order = event_relations.c.stream_ordering
+        query = query.order_by(order.desc() if backwards else order.asc()).limit(limit)
+        async with self.db.read() as conn:
+            ids = [row.event_id for row in await conn.execute(query)]
+        found = await self.get_events(ids)
+        return [found[i] for i in ids if i in found]
+
+    async def thread_roots(self, room_id: str, *, before: int | None, limit: int) -> list[tuple[str, int]]:
+        """(root event ID, stream ordering of its latest reply), latest activity first."""
+        latest = func.max(event_relations.c.stream_ordering).label("latest")
+        query = (
+            select(event_relations.c.relates_to_id, latest)
+            .where(event_relations.c.room_id == room_id, event_relations.c.rel_type == "m.thread")
+            .group_by(event_relations.c.relates_to_id)
+            .order_by(latest.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.having(latest < before)
+        async with self.db.read() as conn:
+            return [(row.relates_to_id, int(row.latest)) for row in await conn.execute(query)]
+
+
+def _type_matches(pattern: str) -> Any:
+    # Filters allow a trailing '*' wildcard on event types.
+    if pattern.endswith("*"):
+        prefix = pattern[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return events.c.type.like(prefix + "%", escape="\\")
+    return events.c.type == pattern
+
+
+_EVENT_COLUMNS = select(
+    events.c.event_id,
+    events.c.room_id,
+    events.c.stream_ordering,
+    events.c.json,
+    events.c.redacted_by,
+    events.c.rejected_reason,
+    events.c.outlier,
+)
+
+
+def _stored(row: Any) -> StoredEvent:
+    return StoredEvent(
+        event_id=row.event_id,
+        room_id=row.room_id,
+        stream_ordering=int(row.stream_ordering),
+        pdu=json.loads(row.json),
+        redacted_by=row.redacted_by,
+        rejected_reason=row.rejected_reason,
+        outlier=bool(row.outlier),
+    )
+
