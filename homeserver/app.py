@@ -66,14 +66,23 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return json_response({"errcode": "M_UNKNOWN", "error": "Internal server error"}, 500)
 
 
+EXCEPTION_HANDLERS = {
+    MatrixError: _matrix_error,
+    HTTPException: _http_error,
+    Exception: _unexpected_error,
+}
+
+
+def build_federation_app(hs: HomeServer) -> ASGIApp:
+    from federation.app import build_federation_app as build
+
+    return build(hs, EXCEPTION_HANDLERS, CorsMiddleware)
+
+
 def build_app(hs: HomeServer) -> ASGIApp:
     app = Starlette(
         routes=[*client_routes(), *room_routes()],
-        exception_handlers={
-            MatrixError: _matrix_error,
-            HTTPException: _http_error,
-            Exception: _unexpected_error,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.hs = hs
     return CorsMiddleware(app)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from signedjson.types import SigningKey
 
@@ -54,6 +55,12 @@ class HomeServer:
         self.last_seen_written: dict[tuple[str, str], int] = {}
         self.signing_key: SigningKey | None = None
         self._wire_rooms(config)
+        self.federation: Any = None
+        if config.federation.enabled:
+            # Imported only when enabled: with federation off, federation/ stays unloaded.
+            from federation.service import Federation
+
+            self.federation = Federation(config.server_name, self._require_signing_key, config.federation)
         self.media = MediaService(
             config.server_name,
             MediaStore(self.db),
@@ -96,4 +103,6 @@ class HomeServer:
         logger.info("Database ready (%s, schema version %d)", self.db.dialect, version)
 
     async def stop(self) -> None:
+        if self.federation is not None:
+            await self.federation.close()
         await self.db.close()

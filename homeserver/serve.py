@@ -12,7 +12,7 @@ import time
 
 import uvicorn
 
-from homeserver.app import build_app
+from homeserver.app import build_app, build_federation_app
 from homeserver.config import Config
 from homeserver.homeserver import HomeServer
 
@@ -72,7 +72,7 @@ async def serve(config: Config) -> None:
         listeners.append(
             _Listener(
                 _uvicorn_config(
-                    app,
+                    build_federation_app(hs),
                     federation.host,
                     federation.port,
                     config,

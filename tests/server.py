@@ -55,10 +55,13 @@ def fresh_postgres_database(base_url: str) -> str:
 
 
 class ServerProcess:
-    def __init__(self, directory: Path, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, directory: Path, overrides: dict[str, Any] | None = None, *, federation: bool = False) -> None:
         self.directory = directory
         self.port = free_port()
-        self.server_name = f"localhost:{self.port}"
+        # With federation the server name is the TLS federation listener's address,
+        # which is how other servers on loopback find it.
+        self.federation_port = free_port() if federation else None
+        self.server_name = f"localhost:{self.federation_port or self.port}"
         self.base_url = f"http://127.0.0.1:{self.port}"
         database: dict[str, Any] = {}
         if os.environ.get(POSTGRES_ENV):
@@ -72,6 +75,18 @@ class ServerProcess:
             "rate_limits": {"enabled": False},
             "log_level": "INFO",
         }
+        if self.federation_port is not None:
+            from homeserver.config_generate import write_self_signed_certificate
+
+            cert, key = directory / "federation.crt", directory / "federation.key"
+            write_self_signed_certificate(cert, key, "localhost")
+            config["listeners"]["federation"] = {
+                "host": "127.0.0.1",
+                "port": self.federation_port,
+                "tls_certificate_path": str(cert),
+                "tls_private_key_path": str(key),
+            }
+            config["federation"] = {"enabled": True, "verify_tls": False}
         self.config = _deep_merge(config, overrides or {})
         self.config_path = directory / "homeserver.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config))

@@ -24,7 +24,9 @@ async def _local_profile(request: Request) -> dict[str, Any]:
     if parts is None:
         raise MatrixError(400, "M_INVALID_PARAM", "Invalid user ID")
     if parts[1] != hs.server_name:
-        raise not_found("Profile not found")
+        if hs.federation is None:
+            raise not_found("Profile not found")
+        return dict(await hs.federation.query_profile(user_id))
     user = await hs.accounts.get_user(user_id)
     if user is None:
         raise not_found("Profile not found")

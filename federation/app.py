@@ -1,0 +1,69 @@
+"""The federation listener's application: the Server-Server API routes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from federation.inbound_auth import authenticate
+from federation.keys import server_keys_response
+from homeserver.errors import MatrixError
+from homeserver.http import json_response
+from homeserver.identifiers import split_user_id
+
+FED_V1 = "/_matrix/federation/v1"
+
+
+async def server_keys(request: Request) -> Response:
+    hs = request.app.state.hs
+    return json_response(server_keys_response(hs.server_name, hs.signing_key, int(time.time() * 1000)))
+
+
+async def version(request: Request) -> Response:
+    return json_response({"server": {"name": "homeserver", "version": "0.1.0"}})
+
+
+async def query_profile(request: Request) -> Response:
+    await authenticate(request)
+    hs = request.app.state.hs
+    user_id = request.query_params.get("user_id")
+    if user_id is None:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing user_id")
+    parts = split_user_id(user_id)
+    if parts is None or parts[1] != hs.server_name:
+        raise MatrixError(400, "M_INVALID_PARAM", "Not a user of this server")
+    user = await hs.accounts.get_user(user_id)
+    if user is None or user.deactivated:
+        raise MatrixError(404, "M_NOT_FOUND", "Profile not found")
+    profile: dict[str, Any] = {}
+    if user.displayname:
+        profile["displayname"] = user.displayname
+    if user.avatar_url:
+        profile["avatar_url"] = user.avatar_url
+    field = request.query_params.get("field")
+    if field is not None:
+        if field not in ("displayname", "avatar_url"):
+            raise MatrixError(400, "M_INVALID_PARAM", "Unknown profile field")
+        profile = {k: v for k, v in profile.items() if k == field}
+    return json_response(profile)
+
+
+def federation_routes() -> list[Route]:
+    return [
+        Route("/_matrix/key/v2/server", server_keys, methods=["GET"]),
+        Route(f"{FED_V1}/version", version, methods=["GET"]),
+        Route(f"{FED_V1}/query/profile", query_profile, methods=["GET"]),
+    ]
+
+
+def build_federation_app(hs: Any, exception_handlers: dict[Any, Any], middleware: Any) -> ASGIApp:
+    app = Starlette(routes=federation_routes(), exception_handlers=exception_handlers)
+    app.state.hs = hs
+    app.state.federation = hs.federation
+    return middleware(app)
