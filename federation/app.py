@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from federation import invites, join, room_api, transactions
 from federation.inbound_auth import authenticate
 from federation.keys import server_keys_response
 from homeserver.errors import MatrixError
@@ -54,11 +55,36 @@ async def query_profile(request: Request) -> Response:
     return json_response(profile)
 
 
+async def query_directory(request: Request) -> Response:
+    await authenticate(request)
+    hs = request.app.state.hs
+    alias = request.query_params.get("room_alias")
+    if alias is None:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing room_alias")
+    if not alias.startswith("#") or alias.split(":", 1)[-1] != hs.server_name:
+        raise MatrixError(404, "M_NOT_FOUND", "Not an alias of this server")
+    room_id, _ = await hs.directory.resolve_with_servers(alias)
+    members = await hs.room_store.members(room_id, ("join",))
+    servers = sorted({m.user_id.split(":", 1)[1] for m in members} | {hs.server_name})
+    servers.remove(hs.server_name)
+    return json_response({"room_id": room_id, "servers": [hs.server_name, *servers]})
+
+
 def federation_routes() -> list[Route]:
     return [
         Route("/_matrix/key/v2/server", server_keys, methods=["GET"]),
         Route(f"{FED_V1}/version", version, methods=["GET"]),
         Route(f"{FED_V1}/query/profile", query_profile, methods=["GET"]),
+        Route(f"{FED_V1}/query/directory", query_directory, methods=["GET"]),
+        Route(f"{FED_V1}/make_join/{{room_id}}/{{user_id}}", join.make_join, methods=["GET"]),
+        Route(f"/_matrix/federation/v2/send_join/{{room_id}}/{{event_id}}", join.send_join, methods=["PUT"]),
+        Route(f"{FED_V1}/send/{{txn_id}}", transactions.send_transaction, methods=["PUT"]),
+        Route(f"/_matrix/federation/v2/invite/{{room_id}}/{{event_id}}", invites.receive_invite, methods=["PUT"]),
+        Route(f"{FED_V1}/event/{{event_id}}", room_api.get_event, methods=["GET"]),
+        Route(f"{FED_V1}/state_ids/{{room_id}}", room_api.state_ids, methods=["GET"]),
+        Route(f"{FED_V1}/state/{{room_id}}", room_api.state, methods=["GET"]),
+        Route(f"{FED_V1}/backfill/{{room_id}}", room_api.backfill, methods=["GET"]),
+        Route(f"{FED_V1}/get_missing_events/{{room_id}}", room_api.get_missing_events, methods=["POST"]),
     ]
 
 

@@ -53,4 +53,5 @@ async def authenticate(request: Request) -> tuple[str, Any]:
         raise unauthorized(f"Invalid signature: {exc.reason}") from None
     except Exception as exc:  # key fetch failures: the origin cannot be verified
         raise unauthorized(f"Could not verify the request: {exc}") from None
+    federation.sender.peer_is_back(auth.origin)
     return auth.origin, content

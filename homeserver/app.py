@@ -10,8 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from homeserver.api.admin import admin_routes
 from homeserver.api.room_routes import room_routes
+from homeserver.api.sync_routes import sync_routes
 from homeserver.api.routes import client_routes
+from homeserver.api.user_directory import user_directory_routes
 from homeserver.errors import MatrixError
 from homeserver.homeserver import HomeServer
 from homeserver.http import json_response
@@ -81,7 +84,7 @@ def build_federation_app(hs: HomeServer) -> ASGIApp:
 
 def build_app(hs: HomeServer) -> ASGIApp:
     app = Starlette(
-        routes=[*client_routes(), *room_routes()],
+        routes=[*client_routes(), *room_routes(), *admin_routes(), *user_directory_routes(), *sync_routes()],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.hs = hs

@@ -1,4 +1,4 @@
-"""The `homeserver` command: run, generate-config, register-user."""
+"""The `homeserver` command: run, generate-config, register-user, admin."""
 
 from __future__ import annotations
 
@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--no-password", action="store_true", help="create the account without a password")
     reg.add_argument("--admin", action="store_true", help="make the user a server admin")
     reg.set_defaults(func=cmd_register_user)
+
+    from homeserver.admin.cli import add_admin_commands
+
+    add_admin_commands(commands)
     return parser
 
 

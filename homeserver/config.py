@@ -115,6 +115,27 @@ class Rooms(_Strict):
     admins_may_publish: bool = True
 
 
+class PresenceSettings(_Strict):
+    # Track and share online/unavailable/offline; false: presence is always offline
+    # and nothing about it is stored or sent.
+    enabled: bool = True
+
+
+class UserDirectory(_Strict):
+    # Search every local user (true) or only those who share a room with the
+    # searcher or are in a public room (false).
+    search_all_users: bool = False
+
+
+class ServerNotices(_Strict):
+    # Let the operator send notices to users (admin API, `homeserver admin notice`).
+    enabled: bool = True
+    # The system user that sends them, created on first use.
+    system_user_localpart: str = Field("notices", pattern=r"^[a-z0-9._=\-/+]+$")
+    system_user_display_name: str = "Server Notices"
+    room_name: str = "Server Notices"
+
+
 class Config(_Strict):
     server_name: str
     public_baseurl: str | None = None
@@ -130,6 +151,9 @@ class Config(_Strict):
     federation: FederationSettings = FederationSettings()
     default_room_version: Literal["10", "11", "12"] = "12"
     rooms: Rooms = Rooms()
+    presence: PresenceSettings = PresenceSettings()
+    user_directory: UserDirectory = UserDirectory()
+    server_notices: ServerNotices = ServerNotices()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where relative paths in this file are resolved from (set by the loader).
     config_directory: str = "."

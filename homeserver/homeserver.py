@@ -12,8 +12,9 @@ from typing import Any
 from signedjson.types import SigningKey
 
 from homeserver.accounts import Accounts
+from homeserver.admin.media import QuarantineAwareMediaService
 from homeserver.config import Config
-from homeserver.media import ContentStore, MediaService
+from homeserver.media import ContentStore
 from homeserver.ratelimit import RateLimiter
 from homeserver.signing_key import generate_signing_key_file, load_signing_key
 from homeserver.rooms.create import RoomCreator
@@ -22,11 +23,14 @@ from homeserver.rooms.events import RoomEvents
 from homeserver.rooms.membership import Membership
 from homeserver.rooms.public_rooms import PublicRooms
 from homeserver.rooms.reading import RoomReader
+from homeserver.rooms.received import ReceivedEvents
+from homeserver.e2ee.devices import KeyAwareDeviceStore
+from homeserver.sync.wiring import start_sync, stop_sync, wire_sync
 from homeserver.uia import UserInteractiveAuth
-from storage.account_data import AccountDataStore
+from storage.account_data_stream import StreamedAccountDataStore
+from storage.admin import AdminStore
 from storage.accounts import AccountStore
 from storage.database import Database
-from storage.devices import DeviceStore
 from storage.directory import AliasStore
 from storage.events import EventStore
 from storage.media import MediaStore
@@ -36,6 +40,7 @@ from storage.reports import ReportStore
 from storage.rooms import RoomStore
 from storage.state import StateStore
 from storage.uia import UiaStore
+from storage.user_directory import UserDirectoryStore
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ class HomeServer:
         self.started_ms = int(time.time() * 1000)
         self.db = Database.open(config.database_url)
         self.accounts = AccountStore(self.db)
-        self.devices = DeviceStore(self.db)
+        self.devices = KeyAwareDeviceStore(self.db)
         self.registration_tokens = RegistrationTokenStore(self.db)
         self.uia = UserInteractiveAuth(UiaStore(self.db))
         self.account_service = Accounts(config.server_name, self.accounts, self.devices)
@@ -55,26 +60,34 @@ class HomeServer:
         self.last_seen_written: dict[tuple[str, str], int] = {}
         self.signing_key: SigningKey | None = None
         self._wire_rooms(config)
+        wire_sync(self)
         self.federation: Any = None
         if config.federation.enabled:
             # Imported only when enabled: with federation off, federation/ stays unloaded.
             from federation.service import Federation
 
-            self.federation = Federation(config.server_name, self._require_signing_key, config.federation)
-        self.media = MediaService(
+            self.federation = Federation(self, config.server_name, self._require_signing_key, config.federation)
+            self.room_events.listeners.append(self.federation.sender.on_event)
+            self.membership.remote_join = self.federation.joiner.join
+            self.membership.remote_invite = self.federation.invites.countersign
+            self.directory.remote_lookup = self.federation.query_alias
+        self.admin_store = AdminStore(self.db)
+        self.media = QuarantineAwareMediaService(
             config.server_name,
             MediaStore(self.db),
             ContentStore(config.media_path),
             max_upload_bytes=config.limits.max_upload_bytes,
             max_image_pixels=config.media.max_image_pixels,
+            admin_store=self.admin_store,
         )
+        self._wire_operator()
 
     def _wire_rooms(self, config: Config) -> None:
         self.state_store = StateStore(self.db)
         self.events = EventStore(self.db, self.state_store)
         self.room_store = RoomStore(self.db)
         self.alias_store = AliasStore(self.db)
-        self.account_data = AccountDataStore(self.db)
+        self.account_data = StreamedAccountDataStore(self.db)
         self.reports = ReportStore(self.db)
         self.room_events = RoomEvents(config.server_name, self._require_signing_key, self.events)
         self.directory = Directory(
@@ -82,8 +95,17 @@ class HomeServer:
         )
         self.membership = Membership(config.server_name, self.room_events, self.room_store, self.accounts, self.directory)
         self.room_creator = RoomCreator(config.server_name, self.room_events, self.membership, config.default_room_version)
+        self.received_events = ReceivedEvents(self.room_events)
         self.room_reader = RoomReader(self.room_events, self.events, self.state_store, self.room_store, self.account_data)
         self.public_rooms = PublicRooms(config.server_name, self.room_store, self.room_events, self.events)
+
+    def _wire_operator(self) -> None:
+        from homeserver.admin.service import AdminService
+        from homeserver.notices import ServerNotices
+
+        self.user_directory = UserDirectoryStore(self.db)
+        self.admin = AdminService(self)
+        self.notices = ServerNotices(self)
 
     def _require_signing_key(self) -> SigningKey:
         assert self.signing_key is not None, "HomeServer.start() loads the signing key"
@@ -101,8 +123,14 @@ class HomeServer:
         self.signing_key = load_signing_key(key_file)
         version = await migrate(self.db)
         logger.info("Database ready (%s, schema version %d)", self.db.dialect, version)
+        await start_sync(self)
+
+    def begin_shutdown(self) -> None:
+        """Let waiting long-polls answer now, so the listeners can close."""
+        self.notifier.wake_all()
 
     async def stop(self) -> None:
+        await stop_sync(self)
         if self.federation is not None:
             await self.federation.close()
         await self.db.close()

@@ -63,6 +63,8 @@ async def serve(config: Config) -> None:
     started = time.monotonic()
     hs = HomeServer(config)
     await hs.start()
+    if hs.federation is not None:
+        await hs.federation.start()
     app = build_app(hs)
     listeners = [_Listener(_uvicorn_config(app, config.listeners.client.host, config.listeners.client.port, config))]
     federation = config.listeners.federation
@@ -86,6 +88,7 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
+        hs.begin_shutdown()
         for listener in listeners:
             listener.should_exit = True
 

@@ -83,6 +83,9 @@ class NewEvent:
     redacts: str | None = None
     # Room version, for the first event of a new room.
     new_room_version: str | None = None
+    # The room's whole current state after this event, when it is not simply the old
+    # current state plus this event (a remote event that merges a fork).
+    current_state: Mapping[StateKey, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,9 @@ class EventStore:
                 group = new.state_group_before
             await conn.execute(insert(event_to_state_group).values(event_id=new.event_id, state_group=group))
 
+            if new.current_state is not None:
+                await self._replace_current_state(conn, new.room_id, new.current_state)
+
             if new.txn is not None:
                 user_id, device_id, txn_id = new.txn
                 await conn.execute(
@@ -208,6 +214,127 @@ class EventStore:
         if state_key is not None:
             self.state.remember(group, new.state_after)
         return PersistResult(stream_ordering, group)
+
+    async def _replace_current_state(
+        self, conn: Any, room_id: str, state: Mapping[StateKey, str]
+    ) -> None:
+        """Make current_state (and memberships) equal `state`, inside the caller's transaction."""
+        rows = await conn.execute(
+            select(current_state.c.type, current_state.c.state_key, current_state.c.event_id).where(
+                current_state.c.room_id == room_id
+            )
+        )
+        existing = {(row.type, row.state_key): row.event_id for row in rows}
+        for key in existing.keys() - state.keys():
+            await conn.execute(
+                delete(current_state).where(
+                    current_state.c.room_id == room_id, current_state.c.type == key[0], current_state.c.state_key == key[1]
+                )
+            )
+        changed = {key: event_id for key, event_id in state.items() if existing.get(key) != event_id}
+        for (event_type, state_key), event_id in changed.items():
+            await upsert(
+                conn,
+                current_state,
+                {"room_id": room_id, "type": event_type, "state_key": state_key, "event_id": event_id},
+                ["room_id", "type", "state_key"],
+            )
+            if event_type != "m.room.member":
+                continue
+            row = (
+                await conn.execute(
+                    select(events.c.json, events.c.stream_ordering).where(events.c.event_id == event_id)
+                )
+            ).first()
+            if row is None:
+                continue
+            pdu = json.loads(row.json)
+            await upsert(
+                conn,
+                room_memberships,
+                {
+                    "room_id": room_id,
+                    "user_id": state_key,
+                    "membership": pdu.get("content", {}).get("membership", "leave"),
+                    "event_id": event_id,
+                    "stream_ordering": int(row.stream_ordering),
+                    "sender": pdu.get("sender", ""),
+                    "forgotten": False,
+                },
+                ["room_id", "user_id"],
+            )
+
+    async def persist_outliers(self, room_id: str, pdus: Mapping[str, dict[str, Any]]) -> None:
+        """Store events we hold only as state or auth chain (not part of our timeline)."""
+        known = await self.get_events(pdus.keys())
+        new = {event_id: pdu for event_id, pdu in pdus.items() if event_id not in known}
+        if not new:
+            return
+        async with self.db.write() as conn:
+            for event_id, pdu in new.items():
+                await conn.execute(
+                    insert(events).values(
+                        event_id=event_id,
+                        room_id=room_id,
+                        depth=pdu.get("depth", 0),
+                        type=pdu["type"],
+                        state_key=pdu.get("state_key"),
+                        sender=pdu["sender"],
+                        origin_server_ts=pdu.get("origin_server_ts", 0),
+                        outlier=True,
+                        rejected_reason=None,
+                        redacted_by=None,
+                        json=json.dumps(pdu, separators=(",", ":"), ensure_ascii=False),
+                    )
+                )
+                auth_ids = list(pdu.get("auth_events", []))
+                if auth_ids:
+                    await conn.execute(insert(event_auth), [{"event_id": event_id, "auth_id": a} for a in auth_ids])
+
+    async def store_remote_invite(self, room_id: str, event_id: str, pdu: dict[str, Any], invitee: str) -> StoredEvent:
+        """An invite into a room we are not in: kept as an outlier, with the invitee's
+        membership row pointing at it so the invite shows up for them."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                insert(events)
+                .values(
+                    event_id=event_id,
+                    room_id=room_id,
+                    depth=pdu.get("depth", 0),
+                    type=pdu["type"],
+                    state_key=pdu.get("state_key"),
+                    sender=pdu["sender"],
+                    origin_server_ts=pdu.get("origin_server_ts", 0),
+                    outlier=True,
+                    rejected_reason=None,
+                    redacted_by=None,
+                    json=json.dumps(pdu, separators=(",", ":"), ensure_ascii=False),
+                )
+                .returning(events.c.stream_ordering)
+            )
+            stream_ordering = int(result.scalar_one())
+            await upsert(
+                conn,
+                room_memberships,
+                {
+                    "room_id": room_id,
+                    "user_id": invitee,
+                    "membership": "invite",
+                    "event_id": event_id,
+                    "stream_ordering": stream_ordering,
+                    "sender": pdu["sender"],
+                    "forgotten": False,
+                },
+                ["room_id", "user_id"],
+            )
+        return StoredEvent(event_id, room_id, stream_ordering, pdu, None, None, True)
+
+    async def store_state_snapshot(self, room_id: str, state: Mapping[StateKey, str]) -> int:
+        """A state group holding exactly `state` (for states no single event ends in)."""
+        async with self.db.write() as conn:
+            group = await self.state.store_group(conn, room_id, None, {}, state)
+        self.state.remember(group, state)
+        return group
 
     # --- reading -------------------------------------------------------------------
 
@@ -290,6 +417,26 @@ class EventStore:
         async with self.db.read() as conn:
             row = (await conn.execute(query)).first()
         return row[0] if row else None
+
+    async def last_membership_position(self, room_id: str, user_id: str, membership: str) -> int | None:
+        """The stream ordering of the user's latest member event with `membership`."""
+        query = (
+            select(events.c.stream_ordering, events.c.json)
+            .where(
+                events.c.room_id == room_id,
+                events.c.type == "m.room.member",
+                events.c.state_key == user_id,
+                events.c.outlier.is_(False),
+                events.c.rejected_reason.is_(None),
+            )
+            .order_by(events.c.stream_ordering.desc())
+        )
+        async with self.db.read() as conn:
+            for row in await conn.execute(query):
+                content = json.loads(row.json).get("content")
+                if isinstance(content, dict) and content.get("membership") == membership:
+                    return int(row.stream_ordering)
+        return None
 
     async def get_current_state_ids(self, room_id: str) -> dict[StateKey, str]:
         query = select(current_state.c.type, current_state.c.state_key, current_state.c.event_id).where(
@@ -375,6 +522,7 @@ class EventStore:
         self,
         parent_id: str,
         *,
+        room_id: str | None = None,
         rel_type: str | None,
         before: int | None,
         after: int | None,
@@ -382,6 +530,10 @@ class EventStore:
         limit: int,
     ) -> list[StoredEvent]:
         query = select(event_relations.c.event_id).where(event_relations.c.relates_to_id == parent_id)
+        if room_id is not None:
+            # Relations only count within the parent's room: an event elsewhere that
+            # names this parent must not surface here.
+            query = query.where(event_relations.c.room_id == room_id)
         if rel_type is not None:
             query = query.where(event_relations.c.rel_type == rel_type)
         if before is not None:

@@ -245,6 +245,163 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        4,
+        "sync streams: receipts, to-device, presence, filters, device lists, E2EE keys, key backup",
+        [
+            # The last position handed out in each non-room stream (receipts, to_device,
+            # presence, device_lists); bumped in the transaction that writes the row.
+            """CREATE TABLE stream_positions (
+                stream TEXT PRIMARY KEY,
+                position BIGINT NOT NULL
+            )""",
+            "INSERT INTO stream_positions (stream, position) VALUES ('receipts', 0)",
+            "INSERT INTO stream_positions (stream, position) VALUES ('to_device', 0)",
+            "INSERT INTO stream_positions (stream, position) VALUES ('presence', 0)",
+            "INSERT INTO stream_positions (stream, position) VALUES ('device_lists', 0)",
+            """CREATE TABLE user_filters (
+                user_id TEXT NOT NULL,
+                filter_id BIGINT NOT NULL,
+                filter_json TEXT NOT NULL,
+                PRIMARY KEY (user_id, filter_id)
+            )""",
+            # thread_id '' is the unthreaded receipt.
+            """CREATE TABLE receipts (
+                room_id TEXT NOT NULL,
+                receipt_type TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                thread_id TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                data TEXT NOT NULL,
+                stream_id BIGINT NOT NULL,
+                PRIMARY KEY (room_id, receipt_type, user_id, thread_id)
+            )""",
+            "CREATE INDEX receipts_room_stream ON receipts (room_id, stream_id)",
+            """CREATE TABLE to_device_messages (
+                stream_id BIGINT NOT NULL,
+                user_id TEXT NOT NULL,
+                device_id TEXT NOT NULL,
+                message TEXT NOT NULL,
+                PRIMARY KEY (user_id, device_id, stream_id)
+            )""",
+            """CREATE TABLE to_device_txns (
+                user_id TEXT NOT NULL,
+                device_id TEXT NOT NULL,
+                txn_id TEXT NOT NULL,
+                created_ts BIGINT NOT NULL,
+                PRIMARY KEY (user_id, device_id, txn_id)
+            )""",
+            """CREATE TABLE presence (
+                user_id TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                status_msg TEXT,
+                last_active_ts BIGINT NOT NULL,
+                stream_id BIGINT NOT NULL
+            )""",
+            "CREATE INDEX presence_stream ON presence (stream_id)",
+            """CREATE TABLE device_list_changes (
+                stream_id BIGINT NOT NULL,
+                user_id TEXT NOT NULL,
+                PRIMARY KEY (stream_id, user_id)
+            )""",
+            "CREATE INDEX device_list_changes_user ON device_list_changes (user_id, stream_id)",
+            """CREATE TABLE e2e_device_keys (
+                user_id TEXT NOT NULL,
+                device_id TEXT NOT NULL,
+                key_json TEXT NOT NULL,
+                PRIMARY KEY (user_id, device_id)
+            )""",
+            """CREATE TABLE e2e_one_time_keys (
+                user_id TEXT NOT NULL,
+                device_id TEXT NOT NULL,
+                algorithm TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                key_json TEXT NOT NULL,
+                PRIMARY KEY (user_id, device_id, algorithm, key_id)
+            )""",
+            """CREATE TABLE e2e_fallback_keys (
+                user_id TEXT NOT NULL,
+                device_id TEXT NOT NULL,
+                algorithm TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                key_json TEXT NOT NULL,
+                used BOOLEAN NOT NULL DEFAULT FALSE,
+                PRIMARY KEY (user_id, device_id, algorithm)
+            )""",
+            # key_type: master, self_signing, user_signing.
+            """CREATE TABLE e2e_cross_signing_keys (
+                user_id TEXT NOT NULL,
+                key_type TEXT NOT NULL,
+                key_json TEXT NOT NULL,
+                PRIMARY KEY (user_id, key_type)
+            )""",
+            # Signatures uploaded through /keys/signatures/upload, on a device key
+            # (target_key_id = device ID) or a cross-signing key (its public key).
+            """CREATE TABLE e2e_signatures (
+                signer_user_id TEXT NOT NULL,
+                signer_key_id TEXT NOT NULL,
+                target_user_id TEXT NOT NULL,
+                target_key_id TEXT NOT NULL,
+                signature TEXT NOT NULL,
+                PRIMARY KEY (signer_user_id, signer_key_id, target_user_id, target_key_id)
+            )""",
+            "CREATE INDEX e2e_signatures_target ON e2e_signatures (target_user_id)",
+            """CREATE TABLE room_key_backup_versions (
+                user_id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                algorithm TEXT NOT NULL,
+                auth_data TEXT NOT NULL,
+                etag BIGINT NOT NULL,
+                deleted BOOLEAN NOT NULL DEFAULT FALSE,
+                PRIMARY KEY (user_id, version)
+            )""",
+            """CREATE TABLE room_key_backup_keys (
+                user_id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                room_id TEXT NOT NULL,
+                session_id TEXT NOT NULL,
+                first_message_index BIGINT NOT NULL,
+                forwarded_count BIGINT NOT NULL,
+                is_verified BOOLEAN NOT NULL,
+                session_data TEXT NOT NULL,
+                PRIMARY KEY (user_id, version, room_id, session_id)
+            )""",
+        ],
+    ),
+    (
+        6,
+        "operator: blocked rooms, quarantined media",
+        [
+            # Rooms an admin deleted with block: true; joining them is refused.
+            """CREATE TABLE blocked_rooms (
+                room_id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                blocked_ts BIGINT NOT NULL
+            )""",
+            # Media an admin quarantined: downloads and thumbnails answer 404. The
+            # files stay on disk (unquarantining brings them back).
+            """CREATE TABLE quarantined_media (
+                server_name TEXT NOT NULL,
+                media_id TEXT NOT NULL,
+                quarantined_by TEXT NOT NULL,
+                quarantined_ts BIGINT NOT NULL,
+                PRIMARY KEY (server_name, media_id)
+            )""",
+        ],
+    ),
+    (
+        7,
+        "federation: the outgoing event queue per destination",
+        [
+            """CREATE TABLE federation_outbox (
+                destination TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                stream_ordering BIGINT NOT NULL,
+                PRIMARY KEY (destination, event_id)
+            )""",
+            "CREATE INDEX federation_outbox_order ON federation_outbox (destination, stream_ordering)",
+        ],
+    ),
 ]
 
 

@@ -70,3 +70,12 @@ class RegistrationTokenStore:
                 update(tokens).where(tokens.c.token == token).values(completed=tokens.c.completed + 1)
             )
         return True
+
+    async def update(self, token: str, values: dict[str, int | None]) -> RegistrationToken | None:
+        """Set uses_allowed and/or expiry_time; the updated token, or None if unknown."""
+        allowed = {k: v for k, v in values.items() if k in ("uses_allowed", "expiry_time")}
+        async with self.db.write() as conn:
+            if allowed:
+                await conn.execute(update(tokens).where(tokens.c.token == token).values(allowed))
+            row = (await conn.execute(select(tokens).where(tokens.c.token == token))).first()
+        return RegistrationToken(**row._mapping) if row else None

@@ -249,3 +249,167 @@ event_reports = Table(
     Column("score", Integer),
     Column("received_ts", BigInteger, nullable=False),
 )
+
+# --- sync streams and E2EE keys (migration 4) ------------------------------------------
+
+stream_positions = Table(
+    "stream_positions",
+    metadata,
+    Column("stream", Text, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+user_filters = Table(
+    "user_filters",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("filter_id", BigInteger, primary_key=True),
+    Column("filter_json", Text, nullable=False),
+)
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("receipt_type", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("thread_id", Text, primary_key=True),
+    Column("event_id", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("stream_id", BigInteger, nullable=False),
+)
+
+to_device_messages = Table(
+    "to_device_messages",
+    metadata,
+    Column("stream_id", BigInteger, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("device_id", Text, primary_key=True),
+    Column("message", Text, nullable=False),
+)
+
+to_device_txns = Table(
+    "to_device_txns",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("device_id", Text, primary_key=True),
+    Column("txn_id", Text, primary_key=True),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+presence = Table(
+    "presence",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("status_msg", Text),
+    Column("last_active_ts", BigInteger, nullable=False),
+    Column("stream_id", BigInteger, nullable=False),
+)
+
+device_list_changes = Table(
+    "device_list_changes",
+    metadata,
+    Column("stream_id", BigInteger, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+)
+
+e2e_device_keys = Table(
+    "e2e_device_keys",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("device_id", Text, primary_key=True),
+    Column("key_json", Text, nullable=False),
+)
+
+e2e_one_time_keys = Table(
+    "e2e_one_time_keys",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("device_id", Text, primary_key=True),
+    Column("algorithm", Text, primary_key=True),
+    Column("key_id", Text, primary_key=True),
+    Column("key_json", Text, nullable=False),
+)
+
+e2e_fallback_keys = Table(
+    "e2e_fallback_keys",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("device_id", Text, primary_key=True),
+    Column("algorithm", Text, primary_key=True),
+    Column("key_id", Text, nullable=False),
+    Column("key_json", Text, nullable=False),
+    Column("used", Boolean, nullable=False),
+)
+
+e2e_cross_signing_keys = Table(
+    "e2e_cross_signing_keys",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("key_type", Text, primary_key=True),
+    Column("key_json", Text, nullable=False),
+)
+
+e2e_signatures = Table(
+    "e2e_signatures",
+    metadata,
+    Column("signer_user_id", Text, primary_key=True),
+    Column("signer_key_id", Text, primary_key=True),
+    Column("target_user_id", Text, primary_key=True),
+    Column("target_key_id", Text, primary_key=True),
+    Column("signature", Text, nullable=False),
+)
+
+room_key_backup_versions = Table(
+    "room_key_backup_versions",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("algorithm", Text, nullable=False),
+    Column("auth_data", Text, nullable=False),
+    Column("etag", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+)
+
+room_key_backup_keys = Table(
+    "room_key_backup_keys",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("room_id", Text, primary_key=True),
+    Column("session_id", Text, primary_key=True),
+    Column("first_message_index", BigInteger, nullable=False),
+    Column("forwarded_count", BigInteger, nullable=False),
+    Column("is_verified", Boolean, nullable=False),
+    Column("session_data", Text, nullable=False),
+)
+
+# Operator (migration 6)
+
+blocked_rooms = Table(
+    "blocked_rooms",
+    metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("blocked_ts", BigInteger, nullable=False),
+)
+
+quarantined_media = Table(
+    "quarantined_media",
+    metadata,
+    Column("server_name", Text, primary_key=True),
+    Column("media_id", Text, primary_key=True),
+    Column("quarantined_by", Text, nullable=False),
+    Column("quarantined_ts", BigInteger, nullable=False),
+)
+
+# Federation (migration 7)
+
+federation_outbox = Table(
+    "federation_outbox",
+    metadata,
+    Column("destination", Text, primary_key=True),
+    Column("event_id", Text, primary_key=True),
+    Column("stream_ordering", BigInteger, nullable=False),
+)

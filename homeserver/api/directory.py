@@ -42,14 +42,18 @@ async def put_alias(request: Request) -> Response:
     body = await read_model(request, AliasBody)
     alias = request.path_params["alias"]
     check_alias_syntax(alias)
-    await request.app.state.hs.directory.create_alias(alias, body.room_id, requester.user_id)
+    if not body.room_id.startswith("!") or len(body.room_id.encode()) > 255:
+        raise MatrixError(400, "M_INVALID_PARAM", "Invalid room ID")
+    await request.app.state.hs.directory.create_alias(
+        alias, body.room_id, requester.user_id, is_server_admin=requester.is_admin
+    )
     return json_response({})
 
 
 async def get_alias(request: Request) -> Response:
     hs = request.app.state.hs
-    room_id = await hs.directory.resolve(request.path_params["alias"])
-    return json_response({"room_id": room_id, "servers": [hs.server_name]})
+    room_id, servers = await hs.directory.resolve_with_servers(request.path_params["alias"])
+    return json_response({"room_id": room_id, "servers": servers})
 
 
 async def delete_alias(request: Request) -> Response:

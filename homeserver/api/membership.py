@@ -27,8 +27,10 @@ class InviteBody(TargetBody):
 async def join_by_id_or_alias(request: Request) -> Response:
     requester = await require_user(request)
     body = await read_model(request, ReasonBody, allow_empty=True)
+    # `via` (spec v1.12) and its older name `server_name` list servers to join through.
+    via = request.query_params.getlist("via") + request.query_params.getlist("server_name")
     room_id = await request.app.state.hs.membership.join(
-        requester.user_id, request.path_params["room_id_or_alias"], body.reason
+        requester.user_id, request.path_params["room_id_or_alias"], body.reason, via=via
     )
     return json_response({"room_id": room_id})
 

@@ -65,4 +65,7 @@ async def set_profile_field(request: Request) -> Response:
     if value is not None and len(value) > limit:
         raise MatrixError(400, "M_INVALID_PARAM", f"{field} is longer than {limit} characters")
     await request.app.state.hs.accounts.set_profile_field(user_id, field, value or None)
+    # The member event in every joined room carries the profile (spec: "Events on
+    # change of profile information").
+    await request.app.state.hs.membership.profile_changed(user_id)
     return json_response({})

@@ -51,8 +51,13 @@ def room_event_filter(raw: str | None) -> dict[str, Any]:
         items = value.get(key)
         if items is not None and (not isinstance(items, list) or not all(isinstance(i, str) for i in items)):
             raise MatrixError(400, "M_BAD_JSON", f"filter.{key} must be a list of strings")
-    if "contains_url" in value and not isinstance(value["contains_url"], bool):
-        raise MatrixError(400, "M_BAD_JSON", "filter.contains_url must be a boolean")
+        if items and any("\x00" in i for i in items):
+            raise MatrixError(400, "M_INVALID_PARAM", f"filter.{key} must not contain NUL characters")
+    for key in ("contains_url", "lazy_load_members", "include_redundant_members", "unread_thread_notifications"):
+        if key in value and not isinstance(value[key], bool):
+            raise MatrixError(400, "M_BAD_JSON", f"filter.{key} must be a boolean")
+    if "limit" in value and (not isinstance(value["limit"], int) or isinstance(value["limit"], bool)):
+        raise MatrixError(400, "M_BAD_JSON", "filter.limit must be an integer")
     return value
 
 
@@ -76,8 +81,13 @@ async def messages(request: Request) -> Response:
 
 async def context(request: Request) -> Response:
     requester = await require_user(request)
+    event_filter = room_event_filter(request.query_params.get("filter"))
     response = await request.app.state.hs.room_reader.context(
-        reader_of(requester), room_id_param(request), request.path_params["event_id"], _limit(request, 10)
+        reader_of(requester),
+        room_id_param(request),
+        request.path_params["event_id"],
+        _limit(request, 10),
+        event_filter=event_filter,
     )
     return json_response(response)
 

@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from homeserver.api import account_data, directory, membership, room_history, rooms
+from homeserver.errors import MatrixError
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _no_control_characters(handler: Handler) -> Handler:
+    """IDs, types, state keys, transaction IDs and tokens never contain NUL (which
+    PostgreSQL cannot store in text and SQLite would keep silently): 400 up front."""
+
+    @functools.wraps(handler)
+    async def checked(request: Request) -> Response:
+        for name, value in request.path_params.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise MatrixError(400, "M_INVALID_PARAM", f"Invalid character in {name}")
+        for name, value in request.query_params.multi_items():
+            if "\x00" in value or "\x00" in name:
+                raise MatrixError(400, "M_INVALID_PARAM", f"Invalid character in query parameter {name[:50]!r}")
+        return await handler(request)
+
+    return checked
 
 V3 = "/_matrix/client/v3"
 V1 = "/_matrix/client/v1"
 
 
 def room_routes() -> list[BaseRoute]:
+    return [
+        Route(route.path, _no_control_characters(route.endpoint), methods=route.methods)
+        for route in _room_routes()
+        if isinstance(route, Route)
+    ]
+
+
+def _room_routes() -> list[BaseRoute]:
     room = f"{V3}/rooms/{{room_id}}"
     return [
         Route(f"{V3}/createRoom", rooms.create_room, methods=["POST"]),

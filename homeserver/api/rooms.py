@@ -11,11 +11,14 @@ from starlette.responses import Response
 
 from homeserver.auth import Requester, require_user
 from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.events import MAX_PDU_SIZE, CanonicalJsonError, encode_canonical_json
+from homeserver.events.canonical import normalise_numbers
 from homeserver.http import Body, json_response, read_json, read_model
 from homeserver.rooms.create import CreateRoomRequest
-from homeserver.rooms.reading import Reader, parse_stream_token
+from homeserver.rooms.reading import REDACT_TXN_PREFIX, Reader
 
 MAX_ID_BYTES = 255
+MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
 
 
 class CreateRoomBody(Body):
@@ -59,6 +62,49 @@ def checked_name(value: str, what: str) -> str:
     return value
 
 
+_LEVEL_KEYS = ("ban", "kick", "redact", "invite", "users_default", "events_default", "state_default")
+# What an event adds around its content (IDs, hashes, signature, ...), well over the
+# real figure: initial events near the size limit are refused before the room exists.
+_EVENT_OVERHEAD = 1024
+
+
+def _canonical(value: Any, what: str) -> Any:
+    try:
+        return normalise_numbers(value)
+    except (CanonicalJsonError, ValueError, TypeError) as exc:
+        raise MatrixError(400, "M_BAD_JSON", f"{what} is not valid canonical JSON: {exc}") from None
+
+
+def _validate_create_contents(body: CreateRoomBody) -> None:
+    """Everything createRoom will send, checked before the room exists, so that a
+    rejected request creates nothing (no half-built rooms)."""
+    _canonical(body.creation_content, "creation_content")
+    for state in body.initial_state:
+        checked_name(state["type"], "initial_state type")
+        checked_name(state.get("state_key", ""), "initial_state state_key")
+        content = _canonical(state.get("content", {}), "initial_state content")
+        size = len(encode_canonical_json({"type": state["type"], "state_key": state.get("state_key", ""), "content": content}))
+        if size + _EVENT_OVERHEAD > MAX_PDU_SIZE:
+            raise MatrixError(413, "M_TOO_LARGE", "An initial_state event would exceed the event size limit")
+    override = body.power_level_content_override
+    if override is None:
+        return
+    _canonical(override, "power_level_content_override")
+
+    def is_level(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    for key in _LEVEL_KEYS:
+        if key in override and not is_level(override[key]):
+            raise MatrixError(400, "M_BAD_JSON", f"power_level_content_override.{key} must be an integer")
+    for key in ("users", "events", "notifications"):
+        if key not in override:
+            continue
+        levels = override[key]
+        if not isinstance(levels, dict) or not all(is_level(v) for v in levels.values()):
+            raise MatrixError(400, "M_BAD_JSON", f"power_level_content_override.{key} must map to integers")
+
+
 async def create_room(request: Request) -> Response:
     requester = await require_user(request)
     body = await read_model(request, CreateRoomBody)
@@ -72,6 +118,7 @@ async def create_room(request: Request) -> Response:
             raise MatrixError(400, "M_BAD_JSON", "initial_state state_key must be a string")
     if body.room_alias_name is not None and (":" in body.room_alias_name or not body.room_alias_name):
         raise MatrixError(400, "M_INVALID_PARAM", "room_alias_name must be the local part of an alias")
+    _validate_create_contents(body)
 
     async def publish(room_id: str) -> None:
         await hs.room_store.set_public(room_id, True)
@@ -108,6 +155,8 @@ async def send_message(request: Request) -> Response:
     content = await read_json(request)
     txn = (requester.user_id, requester.device_id, request.path_params["txn_id"])
     redacts = content.get("redacts") if event_type == "m.room.redaction" else None
+    if event_type == "m.room.redaction" and not isinstance(redacts, str):
+        raise MatrixError(400, "M_BAD_JSON", "A redaction needs the event ID it redacts in content.redacts")
     event = await hs.room_events.send(requester.user_id, room_id, event_type, content, txn=txn, redacts=redacts)
     return json_response({"event_id": event.event_id})
 
@@ -177,7 +226,7 @@ async def redact(request: Request) -> Response:
         "m.room.redaction",
         content,
         redacts=target,
-        txn=(requester.user_id, requester.device_id, "redact:" + request.path_params["txn_id"]),
+        txn=(requester.user_id, requester.device_id, REDACT_TXN_PREFIX + request.path_params["txn_id"]),
     )
     return json_response({"event_id": event.event_id})
 
@@ -202,15 +251,14 @@ async def members(request: Request) -> Response:
     room_id = room_id_param(request)
     reader = hs.room_reader
     at = request.query_params.get("at")
-    if at is not None:
-        await reader.require_member_or_readable(requester.user_id, room_id)
-        state_ids = await reader.state_ids_at(room_id, parse_stream_token(at))
-    else:
-        state_ids = await reader.state_ids_for_reader(requester.user_id, room_id)
+    state_ids = await reader.member_state_ids(requester.user_id, room_id, at)
     member_ids = [event_id for (kind, _), event_id in state_ids.items() if kind == "m.room.member"]
     events = (await hs.events.get_events(member_ids)).values()
     wanted = request.query_params.get("membership")
     unwanted = request.query_params.get("not_membership")
+    for value in (wanted, unwanted):
+        if value is not None and value not in MEMBERSHIPS:
+            raise MatrixError(400, "M_INVALID_PARAM", f"Unknown membership {value!r}")
     chosen = [
         e
         for e in events
@@ -245,6 +293,8 @@ async def report_event(request: Request) -> Response:
     hs = request.app.state.hs
     room_id = room_id_param(request)
     body = await read_model(request, ReportBody, allow_empty=True)
+    if body.reason is not None and "\x00" in body.reason:
+        raise MatrixError(400, "M_INVALID_PARAM", "reason must not contain NUL characters")
     event_id = request.path_params["event_id"]
     try:
         await hs.room_reader.event(reader_of(requester), room_id, event_id)

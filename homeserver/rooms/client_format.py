@@ -23,7 +23,10 @@ def client_event(
     redaction: StoredEvent | None = None,
     transaction_id: str | None = None,
     include_room_id: bool = True,
+    prev_event: StoredEvent | None = None,
 ) -> dict[str, Any]:
+    """`prev_event` is the state event this one replaced, when the caller fetched it:
+    its content, redacted if it was redacted since, becomes `prev_content`."""
     pdu = event.pdu
     if redaction is not None:
         pdu = redact_event(room_version, pdu)
@@ -43,10 +46,15 @@ def client_event(
             out["redacts"] = target
     unsigned: dict[str, Any] = {"age": max(0, now_ms - int(pdu.get("origin_server_ts", now_ms)))}
     stored_unsigned = event.pdu.get("unsigned")
-    if isinstance(stored_unsigned, dict) and "state_key" in pdu:
+    if isinstance(stored_unsigned, dict) and "state_key" in pdu and redaction is None:
+        # A redacted event keeps nothing of the state it replaced.
         for key in ("replaces_state", "prev_content", "prev_sender"):
             if key in stored_unsigned:
                 unsigned[key] = stored_unsigned[key]
+        if prev_event is not None and prev_event.event_id == stored_unsigned.get("replaces_state"):
+            unsigned["prev_content"] = (
+                redact_event(room_version, prev_event.pdu).get("content", {}) if prev_event.redacted_by else prev_event.content
+            )
     if transaction_id is not None:
         unsigned["transaction_id"] = transaction_id
     if redaction is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
@@ -11,7 +12,8 @@ from homeserver.rooms.events import RoomEvents
 from storage.directory import AliasStore
 from storage.rooms import RoomStore
 
-ALIAS_RE = re.compile(r"^#[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+# The local part: anything but ':', whitespace and control characters.
+ALIAS_RE = re.compile(r"^#[^:\s\x00-\x1f\x7f]+:[A-Za-z0-9.\-\[\]:]+$")
 MAX_ALIAS_LENGTH = 255
 
 
@@ -29,6 +31,8 @@ class Directory:
         self.rooms = rooms
         self.room_events = room_events
         self.admins_may_publish = admins_may_publish
+        # Set when federation is on: asks an alias's own server (query/directory).
+        self.remote_lookup: Callable[[str], Awaitable[tuple[str, list[str]]]] | None = None
 
     def _local(self, alias: str) -> None:
         check_alias_syntax(alias)
@@ -41,18 +45,34 @@ class Directory:
             raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
         return alias
 
-    async def create_alias(self, alias: str, room_id: str, creator: str) -> None:
-        await self.check_new_alias(alias)
+    async def create_alias(self, alias: str, room_id: str, creator: str, *, is_server_admin: bool = True) -> None:
+        """PUT /directory/room/{alias}: 409 if taken (createRoom checks first and
+        answers M_ROOM_IN_USE instead). Only members of the room may point an alias
+        at it, unless `is_server_admin`."""
+        self._local(alias)
         await self.room_events.head(room_id)
+        if not is_server_admin:
+            member = await self.room_events.state_event(room_id, "m.room.member", creator)
+            if member is None or member.content.get("membership") != "join":
+                raise forbidden("You must be in the room to create an alias for it")
         if not await self.aliases.create(alias, room_id, creator):
-            raise MatrixError(409, "M_UNKNOWN", "Room alias already taken")
+            raise MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists")
 
     async def resolve(self, alias: str) -> str:
+        return (await self.resolve_with_servers(alias))[0]
+
+    async def resolve_with_servers(self, alias: str) -> tuple[str, list[str]]:
+        """(room ID, servers that can be joined through) for a local or remote alias."""
         check_alias_syntax(alias)
+        server = alias.split(":", 1)[1]
+        if server != self.server_name:
+            if self.remote_lookup is None:
+                raise not_found(f"Room alias {alias} not found (it belongs to another server)")
+            return await self.remote_lookup(alias)
         found = await self.aliases.get(alias)
         if found is None:
             raise not_found(f"Room alias {alias} not found")
-        return found[0]
+        return found[0], [self.server_name]
 
     async def is_room_admin(self, user_id: str, room_id: str, level_name: str = "state_default") -> bool:
         head = await self.room_events.head(room_id)

@@ -22,14 +22,17 @@ from signedjson.types import SigningKey
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import (
     AuthError,
+    named_level,
     CanonicalJsonError,
     RoomVersion,
+    check_canonical_values,
     auth_event_types,
     build_event,
     check_auth,
     check_size_limits,
     get_room_version,
-    redaction_allowed,
+    redact_event,
+    user_power_level_in_state,
     room_id_from_create_event_id,
     select_auth_event_ids,
 )
@@ -84,8 +87,14 @@ class RoomEvents:
         group = await self.events.get_state_group_of(newest)
         assert group is not None
         head = RoomHead(get_room_version(version), state_ids[CREATE_KEY], state_ids, group, extremities)
-        self._heads[room_id] = head
-        return head
+        # Another caller may have loaded (and a writer already advanced) the head while
+        # this one awaited the database: the first head stored wins, so a stale load
+        # never replaces it.
+        return self._heads.setdefault(room_id, head)
+
+    def forget_head(self, room_id: str) -> None:
+        """Drop the cached head after the room changed outside `send` (a remote join)."""
+        self._heads.pop(room_id, None)
 
     async def state_event(self, room_id: str, event_type: str, state_key: str = "") -> StoredEvent | None:
         head = await self.head(room_id)
@@ -95,7 +104,12 @@ class RoomEvents:
     async def auth_state(self, head: RoomHead, keys: list[StateKey]) -> dict[StateKey, dict[str, Any]]:
         wanted = {key: head.state_ids[key] for key in {CREATE_KEY, *keys} if key in head.state_ids}
         found = await self.events.get_events(wanted.values())
-        return {key: found[event_id].pdu for key, event_id in wanted.items() if event_id in found}
+        return {key: self.effective_pdu(head.room_version, found[event_id]) for key, event_id in wanted.items() if event_id in found}
+
+    @staticmethod
+    def effective_pdu(room_version: RoomVersion, event: StoredEvent) -> dict[str, Any]:
+        """The event as the auth rules see it: redacted once a redaction applied."""
+        return redact_event(room_version, event.pdu) if event.redacted_by else event.pdu
 
     async def create_room(self, sender: str, room_version: RoomVersion, content: dict[str, Any], now_ms: int) -> tuple[str, StoredEvent]:
         """Persist a new room's create event; returns (room_id, event)."""
@@ -151,12 +165,15 @@ class RoomEvents:
         redacts: str | None = None,
         txn: tuple[str, str, str] | None = None,
         check: Callable[[RoomHead, dict[str, Any]], Awaitable[None]] | None = None,
+        countersign: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
     ) -> StoredEvent:
         """Build, authorise, sign, persist and announce one event.
 
         `check` runs under the room lock against the state the event builds on, for
         rules that are not auth rules (e.g. "only if the user is not joined yet").
         """
+        if event_type == "m.room.create" and state_key == "":
+            raise forbidden("A room has exactly one m.room.create event, sent when it is created")
         async with self.lock(room_id):
             if txn is not None:
                 existing = await self.events.event_id_for_txn(*txn)
@@ -187,6 +204,9 @@ class RoomEvents:
                     signing_key=self._signing_key(),
                     redacts=redacts,
                 )
+                # Integers outside [-(2**53)+1, 2**53-1] are not canonical JSON either;
+                # other servers would reject the event.
+                check_canonical_values(pdu)
             except (CanonicalJsonError, ValueError, TypeError) as exc:
                 # Floats, out-of-range integers, lone surrogates: not canonical JSON.
                 raise MatrixError(400, "M_BAD_JSON", f"Event content is not valid canonical JSON: {exc}") from None
@@ -201,6 +221,9 @@ class RoomEvents:
                 raise forbidden(str(exc)) from None
 
             applied_redaction = await self._redaction_target(head, room_id, pdu, redacts)
+            if countersign is not None:
+                # An invite to another server's user carries that server's signature too.
+                pdu = await countersign(event_id, pdu)
             state_after = head.state_ids
             if state_key is not None:
                 replaced = head.state_ids.get((event_type, state_key))
@@ -241,11 +264,17 @@ class RoomEvents:
         if pdu["type"] != "m.room.redaction" or redacts is None:
             return None
         target = await self.events.get_event(redacts)
-        if target is None or target.pdu.get("room_id") != room_id:
+        if target is None or target.room_id != room_id or target.rejected_reason or target.outlier:
             raise not_found("Unknown event to redact")
-        auth_state = await self.auth_state(head, [("m.room.power_levels", ""), ("m.room.member", pdu["sender"])])
-        if not redaction_allowed(head.room_version, pdu, target.pdu, auth_state):
-            raise forbidden("You may not redact this event")
+        if target.sender != pdu["sender"]:
+            # For local users the server applies the client rule (spec: "Redactions"):
+            # your own events, or anyone's with the redact power level. (The
+            # federation rule, "same server as the redacted event", would let every
+            # local user redact every other local user.)
+            auth_state = await self.auth_state(head, [("m.room.power_levels", ""), ("m.room.member", pdu["sender"])])
+            needed = named_level(auth_state.get(("m.room.power_levels", "")), "redact")
+            if user_power_level_in_state(head.room_version, pdu["sender"], auth_state) < needed:
+                raise forbidden("You may not redact other users' events without the redact power level")
         return redacts
 
     async def _notify(self, event: StoredEvent) -> None:

@@ -8,6 +8,7 @@ content (display name, avatar, reason, is_direct).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.errors import MatrixError, forbidden, not_found
@@ -33,6 +34,10 @@ class Membership:
         self.rooms = rooms
         self.accounts = accounts
         self.directory = directory
+        # Set when federation is on: joins rooms this server is not in yet, and gets
+        # invites to other servers' users countersigned by their server.
+        self.remote_join: Callable[[str, str, list[str], dict[str, Any]], Awaitable[None]] | None = None
+        self.remote_invite: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
     async def _profile(self, user_id: str) -> dict[str, Any]:
         user = await self.accounts.get_user(user_id)
@@ -49,7 +54,9 @@ class Membership:
         if parts is None:
             raise MatrixError(400, "M_INVALID_PARAM", f"Invalid user ID {user_id!r}")
         if parts[1] != self.server_name:
-            raise MatrixError(403, "M_FORBIDDEN", "Inviting users of other servers needs federation")
+            if self.remote_invite is None:
+                raise MatrixError(403, "M_FORBIDDEN", "Inviting users of other servers needs federation")
+            return
         user = await self.accounts.get_user(user_id)
         if user is None or user.deactivated:
             raise not_found(f"Unknown user {user_id}")
@@ -57,7 +64,7 @@ class Membership:
     async def resolve_room(self, room_id_or_alias: str) -> str:
         if room_id_or_alias.startswith("#"):
             return await self.directory.resolve(room_id_or_alias)
-        if not room_id_or_alias.startswith("!"):
+        if not room_id_or_alias.startswith("!") or len(room_id_or_alias.encode()) > 255:
             raise MatrixError(400, "M_INVALID_PARAM", "Expected a room ID or alias")
         return room_id_or_alias
 
@@ -74,12 +81,31 @@ class Membership:
             content["reason"] = reason
         return await self.room_events.send(user_id, room_id, "m.room.member", content, state_key=user_id)
 
-    async def join(self, user_id: str, room_id_or_alias: str, reason: str | None = None) -> str:
-        room_id = await self.resolve_room(room_id_or_alias)
+    async def join(
+        self, user_id: str, room_id_or_alias: str, reason: str | None = None, via: list[str] | None = None
+    ) -> str:
+        alias_servers: list[str] = []
+        if room_id_or_alias.startswith("#"):
+            room_id, alias_servers = await self.directory.resolve_with_servers(room_id_or_alias)
+        else:
+            room_id = await self.resolve_room(room_id_or_alias)
         try:
             await self.room_events.head(room_id)
         except MatrixError:
-            raise not_found("No known room with that ID (joining rooms on other servers needs federation)") from None
+            if self.remote_join is None:
+                raise not_found("No known room with that ID (joining rooms on other servers needs federation)") from None
+            servers = list(via or [])
+            invited = await self.rooms.get_membership(room_id, user_id)
+            if invited is not None and invited.membership == "invite":
+                servers.append(invited.sender.split(":", 1)[1])
+            if ":" in room_id:
+                servers.append(room_id.split(":", 1)[1])
+            servers = alias_servers + servers
+            content = {"membership": "join", **await self._profile(user_id)}
+            if reason:
+                content["reason"] = reason
+            await self.remote_join(user_id, room_id, [s for s in dict.fromkeys(servers) if s != self.server_name], content)
+            return room_id
         await self.join_local(user_id, room_id, reason)
         return room_id
 
@@ -98,7 +124,16 @@ class Membership:
             content["is_direct"] = True
         if reason:
             content["reason"] = reason
-        return await self.room_events.send(sender, room_id, "m.room.member", content, state_key=target)
+        countersign = None
+        remote_invite = self.remote_invite
+        if remote_invite is not None and target.split(":", 1)[1] != self.server_name:
+
+            async def countersign(event_id: str, pdu: dict[str, Any]) -> dict[str, Any]:
+                return await remote_invite(room_id, event_id, pdu)
+
+        return await self.room_events.send(
+            sender, room_id, "m.room.member", content, state_key=target, countersign=countersign
+        )
 
     async def leave(self, user_id: str, room_id: str, reason: str | None = None) -> None:
         await self.room_events.head(room_id)

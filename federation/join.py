@@ -1,0 +1,111 @@
+"""Joins from other servers' users into rooms we hold: make_join and send_join (v2)
+(spec: Server-Server API, "Joining Rooms")."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from federation.inbound_auth import authenticate
+from federation.pdu_checks import BadPdu, checked_pdu
+from homeserver.errors import MatrixError, forbidden, not_found
+from homeserver.events import AuthError, check_auth, domain_of, select_auth_event_ids
+from homeserver.http import json_response
+from homeserver.rooms.received import RejectedEvent
+from storage.events import StoredEvent
+
+
+def federation_pdu(event: StoredEvent) -> dict[str, Any]:
+    """An event as it goes over federation: the signed PDU, without our own notes."""
+    return {k: v for k, v in event.pdu.items() if k != "unsigned"}
+
+
+async def make_join(request: Request) -> Response:
+    origin, _ = await authenticate(request)
+    hs = request.app.state.hs
+    room_id = request.path_params["room_id"]
+    user_id = request.path_params["user_id"]
+    if ":" not in user_id or domain_of(user_id) != origin:
+        raise forbidden("You can only make joins for your own users")
+    try:
+        head = await hs.room_events.head(room_id)
+    except MatrixError:
+        raise not_found("Unknown room") from None
+    version = head.room_version
+    if version.identifier not in request.query_params.getlist("ver"):
+        raise MatrixError(
+            400, "M_INCOMPATIBLE_ROOM_VERSION", "Your server does not support this room's version",
+            room_version=version.identifier,
+        )
+    content = {"membership": "join"}
+    prev = sorted(head.extremities, key=lambda e: -e[1])[:10]
+    template: dict[str, Any] = {
+        "type": "m.room.member",
+        "state_key": user_id,
+        "sender": user_id,
+        "room_id": room_id,
+        "content": content,
+        "origin_server_ts": int(time.time() * 1000),
+        "depth": max(e[1] for e in prev) + 1,
+        "prev_events": [e[0] for e in prev],
+        "auth_events": select_auth_event_ids(version, "m.room.member", user_id, user_id, content, head.state_ids),
+    }
+    auth_state = await hs.room_events.auth_state(
+        head, [("m.room.power_levels", ""), ("m.room.member", user_id), ("m.room.join_rules", "")]
+    )
+    try:
+        check_auth(version, template, auth_state, enforce_size_limits=False, create_event_id=head.create_event_id)
+    except AuthError as exc:
+        raise forbidden(f"You may not join this room: {exc.args[0]}") from None
+    return json_response({"room_version": version.identifier, "event": template})
+
+
+async def send_join(request: Request) -> Response:
+    origin, body = await authenticate(request)
+    hs = request.app.state.hs
+    room_id = request.path_params["room_id"]
+    try:
+        head = await hs.room_events.head(room_id)
+    except MatrixError:
+        raise not_found("Unknown room") from None
+    try:
+        event_id, pdu = await checked_pdu(hs.federation.keys, head.room_version, body)
+    except BadPdu as exc:
+        raise MatrixError(400, "M_BAD_JSON", exc.reason) from None
+    if event_id != request.path_params["event_id"]:
+        raise MatrixError(400, "M_BAD_JSON", "Event ID does not match the event")
+    sender = pdu.get("sender", "")
+    if (
+        pdu.get("type") != "m.room.member"
+        or pdu.get("room_id") != room_id
+        or pdu.get("state_key") != sender
+        or (pdu.get("content") or {}).get("membership") != "join"
+        or domain_of(sender) != origin
+    ):
+        raise MatrixError(400, "M_BAD_JSON", "Not a join event of one of your users for this room")
+    try:
+        stored = await hs.received_events.accept(room_id, event_id, pdu)
+    except RejectedEvent as exc:
+        raise forbidden(exc.reason) from None
+    prev_ids = list(pdu.get("prev_events", []))
+    groups = await hs.events.get_state_groups_of(prev_ids)
+    state_ids: dict[Any, str] = {}
+    for group in sorted(set(groups.values())):
+        state_ids.update(await hs.state_store.get_state_ids(group))
+    state_events = await hs.events.get_events(state_ids.values())
+    chain = await hs.received_events.auth_chain([*state_ids.values(), *pdu.get("auth_events", [])])
+    members = await hs.room_store.members(room_id, ("join",))
+    servers = sorted({domain_of(m.user_id) for m in members})
+    return json_response(
+        {
+            "origin": hs.server_name,
+            "members_omitted": False,
+            "servers_in_room": servers,
+            "state": [federation_pdu(e) for e in state_events.values()],
+            "auth_chain": [federation_pdu(e) for e in chain if e.event_id not in state_ids.values()],
+            "event": federation_pdu(stored),
+        }
+    )

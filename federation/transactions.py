@@ -1,0 +1,128 @@
+"""Incoming transactions: PUT /_matrix/federation/v1/send/{txnId}
+(spec: Server-Server API, "Transactions").
+
+Each PDU gets its own result; one bad PDU never drops the others. A PDU whose
+prev_events we lack triggers /get_missing_events to the origin to fill the gap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from federation.client import FederationError
+from federation.inbound_auth import authenticate
+from federation.pdu_checks import BadPdu, checked_pdu
+from homeserver.errors import MatrixError
+from homeserver.http import json_response
+from homeserver.rooms.received import RejectedEvent
+
+logger = logging.getLogger(__name__)
+
+MAX_PDUS = 50
+MAX_EDUS = 100
+MISSING_EVENTS_LIMIT = 20
+# Transactions are idempotent: a retried txnId gets the first answer.
+_SEEN_LIMIT = 10_000
+
+
+class TransactionHandler:
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self._answers: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+    async def handle(self, origin: str, txn_id: str, body: Any) -> dict[str, Any]:
+        key = (origin, txn_id)
+        if key in self._answers:
+            return self._answers[key]
+        if not isinstance(body, dict):
+            raise MatrixError(400, "M_NOT_JSON", "Transaction must be a JSON object")
+        pdus = body.get("pdus", [])
+        edus = body.get("edus", [])
+        if not isinstance(pdus, list) or not isinstance(edus, list):
+            raise MatrixError(400, "M_BAD_JSON", "pdus and edus must be lists")
+        if len(pdus) > MAX_PDUS or len(edus) > MAX_EDUS:
+            raise MatrixError(400, "M_BAD_JSON", f"At most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs per transaction")
+        results: dict[str, dict[str, Any]] = {}
+        for pdu in pdus:
+            event_id, error = await self._process(origin, pdu)
+            if event_id is not None:
+                results[event_id] = {"error": error} if error else {}
+        for edu in edus:
+            await self._edu(origin, edu)
+        answer = {"pdus": results}
+        self._answers[key] = answer
+        if len(self._answers) > _SEEN_LIMIT:
+            self._answers.popitem(last=False)
+        return answer
+
+    async def _process(self, origin: str, pdu: Any, depth: int = 0) -> tuple[str | None, str | None]:
+        hs = self.hs
+        room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
+        if not isinstance(room_id, str):
+            return None, None
+        try:
+            head = await hs.room_events.head(room_id)
+        except MatrixError:
+            return None, None  # a room we are not in: nothing to answer for
+        try:
+            event_id, checked = await checked_pdu(hs.federation.keys, head.room_version, pdu)
+        except BadPdu as exc:
+            logger.info("Dropped a PDU from %s: %s", origin, exc.reason)
+            return None, None
+        if checked.get("room_id") != room_id:
+            return event_id, "room_id changed"
+        missing = [p for p in checked.get("prev_events", []) if await hs.events.get_event(p) is None]
+        if missing and depth == 0:
+            await self._fill_gap(origin, room_id, event_id, checked)
+        try:
+            await hs.received_events.accept(room_id, event_id, checked)
+        except RejectedEvent as exc:
+            logger.info("Rejected %s from %s: %s", event_id, origin, exc.reason)
+            return event_id, exc.reason
+        return event_id, None
+
+    async def _fill_gap(self, origin: str, room_id: str, event_id: str, pdu: dict[str, Any]) -> None:
+        hs = self.hs
+        head = await hs.room_events.head(room_id)
+        try:
+            body = await hs.federation.client.request(
+                "POST",
+                origin,
+                f"/_matrix/federation/v1/get_missing_events/{room_id}",
+                content={
+                    "earliest_events": [e[0] for e in head.extremities],
+                    "latest_events": [event_id],
+                    "limit": MISSING_EVENTS_LIMIT,
+                    "min_depth": 0,
+                },
+            )
+        except FederationError as exc:
+            logger.info("get_missing_events from %s failed: %s", origin, exc)
+            return
+        events = body.get("events", []) if isinstance(body, dict) else []
+        events = [e for e in events if isinstance(e, dict)]
+        for missing in sorted(events, key=lambda e: e.get("depth", 0) if isinstance(e.get("depth"), int) else 0):
+            await self._process(origin, missing, depth=1)
+
+    async def _edu(self, origin: str, edu: Any) -> None:
+        # EDUs (typing, receipts, presence, device lists, to-device) are handed to
+        # whichever handler registered for their type; unknown types are ignored.
+        if not isinstance(edu, dict) or not isinstance(edu.get("edu_type"), str):
+            return
+        handler = self.hs.federation.edu_handlers.get(edu["edu_type"])
+        if handler is not None:
+            try:
+                await handler(origin, edu.get("content"))
+            except Exception:
+                logger.exception("EDU %s from %s failed", edu["edu_type"], origin)
+
+
+async def send_transaction(request: Request) -> Response:
+    origin, body = await authenticate(request)
+    handler: TransactionHandler = request.app.state.federation.transactions
+    return json_response(await handler.handle(origin, request.path_params["txn_id"], body))

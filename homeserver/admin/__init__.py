@@ -1,0 +1,2 @@
+"""The operator's tools: the admin service (users, rooms, tokens, media, reports) and
+the `homeserver admin ...` command line."""

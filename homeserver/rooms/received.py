@@ -1,0 +1,151 @@
+"""Events that other servers built, entering a room we hold.
+
+The checks on receipt (spec: Server-Server API, "Checks performed on receipt of a
+PDU") after signatures and hashes, which the federation layer did: the event must
+pass the auth rules against its own auth events, against the state before it, and
+against the room's current state. It is then persisted through the same store as local
+events, under the same per-room lock, and announced to the same listeners.
+
+Forks: when an event does not build on all of our tips, the room's new state is the
+state resolution (v2) of our current state and the state after the event.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from homeserver.events import (
+    AuthError,
+    auth_event_types,
+    check_auth,
+    check_auth_events,
+    resolve_state_groups,
+)
+from homeserver.rooms.events import CREATE_KEY, RoomEvents, RoomHead, _relation
+from storage.events import NewEvent, StoredEvent
+from storage.state import StateKey
+
+
+class RejectedEvent(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ReceivedEvents:
+    def __init__(self, room_events: RoomEvents) -> None:
+        self.room_events = room_events
+        self.events = room_events.events
+
+    async def auth_chain(self, event_ids: list[str]) -> list[StoredEvent]:
+        """Every auth event reachable from `event_ids`, oldest first."""
+        seen: dict[str, StoredEvent] = {}
+        frontier = list(event_ids)
+        while frontier:
+            found = await self.events.get_events(frontier)
+            frontier = []
+            for event in found.values():
+                for auth_id in event.pdu.get("auth_events", []):
+                    if auth_id not in seen:
+                        frontier.append(auth_id)
+                if event.event_id not in seen:
+                    seen[event.event_id] = event
+            frontier = [i for i in dict.fromkeys(frontier) if i not in seen]
+        return sorted(seen.values(), key=lambda e: e.stream_ordering)
+
+    async def _state_before(self, head: RoomHead, room_id: str, prev_ids: list[str]) -> tuple[dict[StateKey, str], int | None]:
+        """The state before an event with these prev_events, and its group if stored."""
+        if [e[0] for e in head.extremities] == prev_ids:
+            return dict(head.state_ids), head.state_group
+        groups = await self.events.get_state_groups_of(prev_ids)
+        missing = [p for p in prev_ids if p not in groups]
+        if missing:
+            raise RejectedEvent(f"unknown prev_events {missing}")
+        distinct = sorted(set(groups.values()))
+        if len(distinct) == 1:
+            return await self.room_events.events.state.get_state_ids(distinct[0]), distinct[0]
+        states = [await self.events.state.get_state_ids(g) for g in distinct]
+        return await self._resolve(head, states), None
+
+    async def _resolve(self, head: RoomHead, states: list[dict[StateKey, str]]) -> dict[StateKey, str]:
+        ids = {i for state in states for i in state.values()}
+        chain = await self.auth_chain(list(ids))
+        event_map = {e.event_id: e.pdu for e in chain}
+        for event_id, event in (await self.events.get_events(ids)).items():
+            event_map[event_id] = event.pdu
+        if head.room_version.room_id_is_create_event_id:
+            create = await self.events.get_event(head.create_event_id)
+            if create is not None:
+                event_map[head.create_event_id] = create.pdu
+        return dict(resolve_state_groups(head.room_version, states, event_map))
+
+    async def accept(self, room_id: str, event_id: str, pdu: dict[str, Any]) -> StoredEvent:
+        """Check and persist a remote event; RejectedEvent says why not."""
+        room_events = self.room_events
+        async with room_events.lock(room_id):
+            existing = await self.events.get_event(event_id)
+            if existing is not None:
+                return existing
+            head = await room_events.head(room_id)
+            version = head.room_version
+            auth_found = await self.events.get_events(pdu.get("auth_events", []))
+            create = await self.events.get_event(head.create_event_id)
+            try:
+                auth_state = check_auth_events(
+                    version,
+                    pdu,
+                    {i: e.pdu for i, e in auth_found.items() if e.room_id == room_id},
+                    create_event=create.pdu if create else None,
+                )
+                check_auth(version, pdu, auth_state, create_event_id=head.create_event_id)
+            except AuthError as exc:
+                raise RejectedEvent(f"fails auth against its auth events: {exc.args[0]}") from None
+
+            prev_ids = list(pdu.get("prev_events", []))
+            state_before, group_before = await self._state_before(head, room_id, prev_ids)
+            await self._check_against(head, state_before, pdu, "the state before it")
+            await self._check_against(head, head.state_ids, pdu, "the room's current state")
+
+            state_key = pdu.get("state_key")
+            state_after = dict(state_before)
+            if state_key is not None:
+                state_after[(pdu["type"], state_key)] = event_id
+            builds_on_all_tips = {e[0] for e in head.extremities} <= set(prev_ids)
+            new_head_state = state_after if builds_on_all_tips else await self._resolve(head, [head.state_ids, state_after])
+
+            if group_before is None:
+                group_before = await self.events.store_state_snapshot(room_id, state_before)
+            now_ms = int(time.time() * 1000)
+            stored_pdu = {k: v for k, v in pdu.items() if k != "unsigned"}
+            result = await self.events.persist(
+                NewEvent(
+                    event_id=event_id,
+                    room_id=room_id,
+                    pdu=stored_pdu,
+                    state_group_before=group_before,
+                    state_after=state_after,
+                    relation=_relation(pdu.get("content") or {}),
+                    current_state=new_head_state,
+                ),
+                now_ms,
+            )
+            head.state_ids = dict(new_head_state)
+            head.extremities = [e for e in head.extremities if e[0] not in prev_ids] + [(event_id, int(pdu["depth"]))]
+            if builds_on_all_tips:
+                head.state_group = result.state_group
+            else:
+                head.state_group = await self.events.store_state_snapshot(room_id, new_head_state)
+        stored = StoredEvent(event_id, room_id, result.stream_ordering, stored_pdu, None, None, False)
+        await room_events._notify(stored)
+        return stored
+
+    async def _check_against(self, head: RoomHead, state_ids: dict[StateKey, str], pdu: dict[str, Any], what: str) -> None:
+        keys = auth_event_types(head.room_version, pdu["type"], pdu.get("state_key"), pdu["sender"], pdu.get("content", {}))
+        wanted = {key: state_ids[key] for key in {CREATE_KEY, *keys} if key in state_ids}
+        found = await self.events.get_events(wanted.values())
+        state = {key: found[i].pdu for key, i in wanted.items() if i in found}
+        try:
+            check_auth(head.room_version, pdu, state, create_event_id=head.create_event_id)
+        except AuthError as exc:
+            raise RejectedEvent(f"fails auth against {what}: {exc.args[0]}") from None

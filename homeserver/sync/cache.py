@@ -1,0 +1,91 @@
+"""What /sync asks on every wake, kept in memory and updated by the writers:
+a user's memberships, the newest event and membership change of each room, and a
+user's ignored users. Loaded lazily; every entry is invalidated (or advanced) by the
+same listeners that wake the notifier, with a version check so that a read racing a
+write never caches the older answer."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from storage.rooms import Membership
+
+if TYPE_CHECKING:
+    from homeserver.homeserver import HomeServer
+
+_MAX_USERS = 100_000
+
+
+class SyncCache:
+    def __init__(self, hs: HomeServer) -> None:
+        self.hs = hs
+        self._memberships: OrderedDict[str, list[Membership]] = OrderedDict()
+        self._membership_version: dict[str, int] = {}
+        self._ignored: OrderedDict[str, set[str]] = OrderedDict()
+        self._ignored_version: dict[str, int] = {}
+        self._room_last: dict[str, int] = {}
+        self._room_member_change: dict[str, int] = {}
+
+    # --- writers ---------------------------------------------------------------------
+
+    def event_persisted(self, room_id: str, stream_ordering: int, member_state_key: str | None) -> None:
+        if stream_ordering > self._room_last.get(room_id, 0) and room_id in self._room_last:
+            self._room_last[room_id] = stream_ordering
+        if member_state_key is not None:
+            if room_id in self._room_member_change:
+                self._room_member_change[room_id] = max(self._room_member_change[room_id], stream_ordering)
+            self.memberships_changed(member_state_key)
+
+    def memberships_changed(self, user_id: str) -> None:
+        self._membership_version[user_id] = self._membership_version.get(user_id, 0) + 1
+        self._memberships.pop(user_id, None)
+
+    def account_data_changed(self, user_id: str) -> None:
+        self._ignored_version[user_id] = self._ignored_version.get(user_id, 0) + 1
+        self._ignored.pop(user_id, None)
+
+    # --- readers ---------------------------------------------------------------------
+
+    async def memberships(self, user_id: str) -> list[Membership]:
+        cached = self._memberships.get(user_id)
+        if cached is not None:
+            self._memberships.move_to_end(user_id)
+            return cached
+        version = self._membership_version.get(user_id, 0)
+        found = await self.hs.sync_queries.memberships(user_id)
+        if self._membership_version.get(user_id, 0) == version:
+            self._memberships[user_id] = found
+            if len(self._memberships) > _MAX_USERS:
+                self._memberships.popitem(last=False)
+        return found
+
+    async def joined_room_ids(self, user_id: str) -> list[str]:
+        return [m.room_id for m in await self.memberships(user_id) if m.membership == "join"]
+
+    async def ignored_users(self, user_id: str) -> set[str]:
+        cached = self._ignored.get(user_id)
+        if cached is not None:
+            return cached
+        version = self._ignored_version.get(user_id, 0)
+        found = await self.hs.room_reader.ignored_users(user_id)
+        if self._ignored_version.get(user_id, 0) == version:
+            self._ignored[user_id] = found
+            if len(self._ignored) > _MAX_USERS:
+                self._ignored.popitem(last=False)
+        return found
+
+    async def rooms_changed_since(self, room_ids: list[str], position: int) -> set[str]:
+        """The rooms among `room_ids` with an event after `position`."""
+        unknown = [r for r in room_ids if r not in self._room_last]
+        if unknown:
+            for room_id, last in (await self.hs.sync_queries.last_positions(unknown)).items():
+                self._room_last[room_id] = max(self._room_last.get(room_id, 0), last)
+        return {r for r in room_ids if self._room_last.get(r, 0) > position}
+
+    async def membership_changed_since(self, room_ids: list[str], position: int) -> bool:
+        unknown = [r for r in room_ids if r not in self._room_member_change]
+        if unknown:
+            for room_id, last in (await self.hs.sync_queries.last_membership_positions(unknown)).items():
+                self._room_member_change[room_id] = max(self._room_member_change.get(room_id, 0), last)
+        return any(self._room_member_change.get(r, 0) > position for r in room_ids)

@@ -1,0 +1,35 @@
+"""Positions of the non-room sync streams (receipts, to_device, presence, device_lists).
+
+Each stream has one row in `stream_positions`; a write that adds to a stream bumps it
+in its own transaction, so positions survive restarts and (on PostgreSQL, where the row
+lock is held until commit) commit in position order.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.database import Database
+from storage.schema import account_data, events, stream_positions
+
+STREAMS = ("receipts", "to_device", "presence", "device_lists")
+
+
+async def next_position(conn: AsyncConnection, stream: str) -> int:
+    result = await conn.execute(
+        update(stream_positions)
+        .where(stream_positions.c.stream == stream)
+        .values(position=stream_positions.c.position + 1)
+        .returning(stream_positions.c.position)
+    )
+    return int(result.scalar_one())
+
+
+async def current_positions(db: Database) -> dict[str, int]:
+    """Every stream's newest position, including room events and account data."""
+    async with db.read() as conn:
+        found = {row.stream: int(row.position) for row in await conn.execute(select(stream_positions))}
+        found["room"] = int((await conn.execute(select(func.max(events.c.stream_ordering)))).scalar() or 0)
+        found["account_data"] = int((await conn.execute(select(func.max(account_data.c.stream_id)))).scalar() or 0)
+    return found
