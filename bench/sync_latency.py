@@ -104,7 +104,10 @@ async def make_rooms(session: aiohttp.ClientSession, base: str, users: list[Benc
 
 
 async def initial_token(session: aiohttp.ClientSession, base: str, user: BenchUser) -> str:
-    result = await call(session, "GET", f"{base}{V3}/sync", user, params={"filter": '{"room":{"timeline":{"limit":1}}}'})
+    # set_presence=offline throughout: a user marked online by one sync would go
+    # offline 30 s later, and that presence change would wake the idle polls.
+    params = {"filter": '{"room":{"timeline":{"limit":1}}}', "set_presence": "offline"}
+    result = await call(session, "GET", f"{base}{V3}/sync", user, params=params)
     return result["next_batch"]
 
 
@@ -162,7 +165,7 @@ async def latency(base: str, users: list[BenchUser], room_size: int, messages: i
         expected = sum(len(members) - 1 for room_id, members in (rooms[i % len(rooms)] for i in range(messages)))
         try:
             await asyncio.wait_for(done.wait(), 30)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         stop = True
         for task in pollers:
@@ -186,7 +189,9 @@ async def latency(base: str, users: list[BenchUser], room_size: int, messages: i
 # --- capacity --------------------------------------------------------------------
 
 
-async def capacity(base: str, users: list[BenchUser], targets: list[int], pid: int | None) -> list[dict[str, Any]]:
+async def capacity(
+    base: str, users: list[BenchUser], targets: list[int], pid: int | None, ramp: float
+) -> list[dict[str, Any]]:
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=60)
     results = []
@@ -216,7 +221,12 @@ async def capacity(base: str, users: list[BenchUser], targets: list[int], pid: i
                 except (aiohttp.ClientError, OSError):
                     errors += 1
 
-            tasks = [asyncio.create_task(poll(users[i % len(users)])) for i in range(target)]
+            # Clients arrive at `ramp` per second, not all in the same millisecond.
+            tasks = []
+            for i in range(target):
+                tasks.append(asyncio.create_task(poll(users[i % len(users)])))
+                if i % 50 == 49:
+                    await asyncio.sleep(50 / ramp)
             # Wait until the server holds them all (its response headers come only
             # with the answer, so watch the waiter count through RSS stability).
             started = time.perf_counter()
@@ -243,6 +253,7 @@ async def capacity(base: str, users: list[BenchUser], targets: list[int], pid: i
             results.append(
                 {
                     "concurrent_long_polls": target,
+                    "opened_at_per_s": ramp,
                     "still_waiting_before_wake": still_waiting,
                     "errors": errors,
                     "rss_idle_mib": round(idle_rss / 1024, 1) if idle_rss else None,
@@ -267,10 +278,12 @@ async def main() -> None:
     parser.add_argument("--room-size", type=int, default=10)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rate", type=float, default=50.0, help="messages per second")
+    parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--capacity", default="1000,10000", help="comma-separated long-poll counts ('' to skip)")
+    parser.add_argument("--ramp", type=float, default=200.0, help="new long-polls per second in the capacity phase")
     args = parser.parse_args()
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     server = None
@@ -288,10 +301,17 @@ async def main() -> None:
                 users = [BenchUser(u["user_id"], u["access_token"]) for u in json.loads(Path(args.users).read_text())]
             else:
                 users = await register(session, base, args.users_count)
-        report: dict[str, Any] = {"server": base, "latency": await latency(base, users, args.room_size, args.messages, args.rate)}
+        report: dict[str, Any] = {"server": base}
+        if not args.skip_latency:
+            report["latency"] = await latency(base, users, args.room_size, args.messages, args.rate)
         targets = [int(t) for t in args.capacity.split(",") if t.strip()]
         if targets:
-            report["capacity"] = await capacity(base, users, targets, pid)
+            # Users of their own: the latency phase's senders going offline (presence)
+            # would otherwise wake these "idle" polls.
+            if not args.users:
+                async with aiohttp.ClientSession() as session:
+                    users = await register(session, base, min(args.users_count, 50))
+            report["capacity"] = await capacity(base, users, targets, pid, args.ramp)
         print(json.dumps(report, indent=2))
     finally:
         if server is not None:

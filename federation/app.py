@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from federation import invites, join, room_api, transactions
+from federation import invites, join, media, room_api, transactions
 from federation.inbound_auth import authenticate
 from federation.keys import server_keys_response
 from homeserver.errors import MatrixError
@@ -77,14 +77,16 @@ def federation_routes() -> list[Route]:
         Route(f"{FED_V1}/query/profile", query_profile, methods=["GET"]),
         Route(f"{FED_V1}/query/directory", query_directory, methods=["GET"]),
         Route(f"{FED_V1}/make_join/{{room_id}}/{{user_id}}", join.make_join, methods=["GET"]),
-        Route(f"/_matrix/federation/v2/send_join/{{room_id}}/{{event_id}}", join.send_join, methods=["PUT"]),
+        Route("/_matrix/federation/v2/send_join/{room_id}/{event_id}", join.send_join, methods=["PUT"]),
         Route(f"{FED_V1}/send/{{txn_id}}", transactions.send_transaction, methods=["PUT"]),
-        Route(f"/_matrix/federation/v2/invite/{{room_id}}/{{event_id}}", invites.receive_invite, methods=["PUT"]),
+        Route("/_matrix/federation/v2/invite/{room_id}/{event_id}", invites.receive_invite, methods=["PUT"]),
         Route(f"{FED_V1}/event/{{event_id}}", room_api.get_event, methods=["GET"]),
         Route(f"{FED_V1}/state_ids/{{room_id}}", room_api.state_ids, methods=["GET"]),
         Route(f"{FED_V1}/state/{{room_id}}", room_api.state, methods=["GET"]),
         Route(f"{FED_V1}/backfill/{{room_id}}", room_api.backfill, methods=["GET"]),
         Route(f"{FED_V1}/get_missing_events/{{room_id}}", room_api.get_missing_events, methods=["POST"]),
+        Route(f"{FED_V1}/media/download/{{media_id}}", media.serve_download, methods=["GET"]),
+        Route(f"{FED_V1}/media/thumbnail/{{media_id}}", media.serve_thumbnail, methods=["GET"]),
     ]
 
 

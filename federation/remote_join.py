@@ -12,8 +12,8 @@ from federation.client import FederationError
 from federation.pdu_checks import BadPdu, checked_pdu
 from homeserver.errors import MatrixError
 from homeserver.events import (
-    AuthError,
     ROOM_VERSIONS,
+    AuthError,
     UnsupportedRoomVersion,
     build_event,
     check_auth,
@@ -139,6 +139,9 @@ class RemoteJoiner:
             await hs.events.persist_outliers(room_id, checked)
             group = await hs.events.store_state_snapshot(room_id, state_ids)
             state_after = {**state_ids, ("m.room.member", pdu["state_key"]): event_id}
+            notes = await room_events.replaced_state_notes(state_ids, ("m.room.member", pdu["state_key"]))
+            if notes:
+                pdu = {**pdu, "unsigned": notes}
             result = await hs.events.persist(
                 NewEvent(
                     event_id=event_id,

@@ -17,6 +17,9 @@ from storage.federation import OutboxStore
 logger = logging.getLogger(__name__)
 
 MAX_PDUS_PER_TRANSACTION = 50
+MAX_EDUS_PER_TRANSACTION = 100
+# EDUs are ephemeral and kept in memory only; a peer that stays down loses the oldest.
+MAX_QUEUED_EDUS = 1000
 MIN_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 15 * 60
 
@@ -28,6 +31,13 @@ class DestinationQueue:
         self.wakeup = asyncio.Event()
         self.task = asyncio.create_task(self._run())
         self.backoff = 0.0
+        self.edus: list[dict[str, Any]] = []
+
+    def add_edu(self, edu: dict[str, Any]) -> None:
+        self.edus.append(edu)
+        if len(self.edus) > MAX_QUEUED_EDUS:
+            del self.edus[: len(self.edus) - MAX_QUEUED_EDUS]
+        self.wake()
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -55,7 +65,8 @@ class DestinationQueue:
     async def _send_some(self) -> bool:
         sender = self.sender
         event_ids = await sender.outbox.pending(self.destination, MAX_PDUS_PER_TRANSACTION)
-        if not event_ids:
+        edus = self.edus[:MAX_EDUS_PER_TRANSACTION]
+        if not event_ids and not edus:
             self.backoff = 0.0
             return False
         found = await sender.hs.events.get_events(event_ids)
@@ -65,14 +76,21 @@ class DestinationQueue:
                 "PUT",
                 self.destination,
                 f"/_matrix/federation/v1/send/{sender.next_txn_id()}",
-                content={"origin": sender.hs.server_name, "origin_server_ts": int(time.time() * 1000), "pdus": pdus, "edus": []},
+                content={
+                    "origin": sender.hs.server_name,
+                    "origin_server_ts": int(time.time() * 1000),
+                    "pdus": pdus,
+                    "edus": edus,
+                },
             )
         except FederationError as exc:
             self.backoff = min(MAX_BACKOFF_S, max(MIN_BACKOFF_S, self.backoff * 2))
             logger.info("Sending to %s failed (%s); retrying in %.1fs", self.destination, exc, self.backoff)
             return False
         self.backoff = 0.0
-        await sender.outbox.remove(self.destination, event_ids)
+        del self.edus[: len(edus)]
+        if event_ids:
+            await sender.outbox.remove(self.destination, event_ids)
         return True
 
 
@@ -115,6 +133,16 @@ class FederationSender:
         await self.outbox.add(sorted(destinations), event.event_id, event.stream_ordering)
         for destination in destinations:
             self._queue(destination).wake()
+
+    def send_edu(self, destinations: set[str], edu_type: str, content: dict[str, Any]) -> None:
+        """Queue an EDU (typing, receipts, presence, device lists...) for other servers."""
+        for destination in destinations:
+            if destination != self.hs.server_name and self.hs.federation.client.allowed(destination):
+                self._queue(destination).add_edu({"edu_type": edu_type, "content": content})
+
+    async def servers_in_room(self, room_id: str) -> set[str]:
+        members = await self.hs.room_store.members(room_id, ("join",))
+        return {domain_of(m.user_id) for m in members} - {self.hs.server_name}
 
     def peer_is_back(self, destination: str) -> None:
         """A request from a server shows it is up again: retry its queue now."""

@@ -12,15 +12,16 @@ from typing import Any
 from signedjson.types import SigningKey
 
 from federation.client import FederationClient, FederationError
+from federation.edus import Edus
 from federation.invites import InviteSender
 from federation.key_fetcher import KeyFetcher
+from federation.media import RemoteMediaFetcher
 from federation.remote_join import RemoteJoiner
 from federation.sender import FederationSender
 from federation.transactions import TransactionHandler
 from homeserver.config import FederationSettings
 from homeserver.errors import MatrixError
 from storage.federation import OutboxStore
-
 
 EduHandler = Callable[[str, Any], Awaitable[None]]
 
@@ -36,8 +37,12 @@ class Federation:
         self.sender = FederationSender(hs, OutboxStore(hs.db))
         self.joiner = RemoteJoiner(hs)
         self.invites = InviteSender(hs)
+        # Other servers' media for our clients: the media service's `remote`.
+        self.media = RemoteMediaFetcher(hs, self.client)
         # EDU type -> handler(origin, content); other parts of the server register here.
         self.edu_handlers: dict[str, EduHandler] = {}
+        self.edus = Edus(hs)
+        self.edus.register(self.edu_handlers)
 
     async def start(self) -> None:
         await self.sender.start()

@@ -109,6 +109,13 @@ class FederationSettings(_Strict):
     domain_denylist: list[str] = []
 
 
+class Passwords(_Strict):
+    # Argon2id cost. The defaults (RFC 9106's second recommendation) take tens of
+    # milliseconds of one core per login; lower them only on very small machines.
+    argon2_time_cost: int = Field(3, ge=1, le=20)
+    argon2_memory_kib: int = Field(65536, ge=8192, le=4_194_304)
+
+
 class Rooms(_Strict):
     # Room admins (who may set m.room.canonical_alias) may publish their rooms to the
     # public directory; when false only server admins may.
@@ -151,6 +158,7 @@ class Config(_Strict):
     federation: FederationSettings = FederationSettings()
     default_room_version: Literal["10", "11", "12"] = "12"
     rooms: Rooms = Rooms()
+    passwords: Passwords = Passwords()
     presence: PresenceSettings = PresenceSettings()
     user_directory: UserDirectory = UserDirectory()
     server_notices: ServerNotices = ServerNotices()

@@ -11,12 +11,13 @@ from typing import Any
 
 from signedjson.types import SigningKey
 
+from homeserver import passwords
 from homeserver.accounts import Accounts
 from homeserver.admin.media import QuarantineAwareMediaService
 from homeserver.config import Config
+from homeserver.e2ee.devices import KeyAwareDeviceStore
 from homeserver.media import ContentStore
 from homeserver.ratelimit import RateLimiter
-from homeserver.signing_key import generate_signing_key_file, load_signing_key
 from homeserver.rooms.create import RoomCreator
 from homeserver.rooms.directory import Directory
 from homeserver.rooms.events import RoomEvents
@@ -24,12 +25,12 @@ from homeserver.rooms.membership import Membership
 from homeserver.rooms.public_rooms import PublicRooms
 from homeserver.rooms.reading import RoomReader
 from homeserver.rooms.received import ReceivedEvents
-from homeserver.e2ee.devices import KeyAwareDeviceStore
+from homeserver.signing_key import generate_signing_key_file, load_signing_key
 from homeserver.sync.wiring import start_sync, stop_sync, wire_sync
 from homeserver.uia import UserInteractiveAuth
 from storage.account_data_stream import StreamedAccountDataStore
-from storage.admin import AdminStore
 from storage.accounts import AccountStore
+from storage.admin import AdminStore
 from storage.database import Database
 from storage.directory import AliasStore
 from storage.events import EventStore
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 class HomeServer:
     def __init__(self, config: Config) -> None:
         self.config = config
+        passwords.configure(config.passwords.argon2_time_cost, config.passwords.argon2_memory_kib)
         self.server_name = config.server_name
         self.started_ms = int(time.time() * 1000)
         self.db = Database.open(config.database_url)
@@ -72,6 +74,11 @@ class HomeServer:
             self.membership.remote_invite = self.federation.invites.countersign
             self.directory.remote_lookup = self.federation.query_alias
         self.admin_store = AdminStore(self.db)
+
+        async def room_blocked(room_id: str) -> bool:
+            return await self.admin_store.room_blocked_by(room_id) is not None
+
+        self.membership.room_blocked = room_blocked
         self.media = QuarantineAwareMediaService(
             config.server_name,
             MediaStore(self.db),
@@ -79,6 +86,8 @@ class HomeServer:
             max_upload_bytes=config.limits.max_upload_bytes,
             max_image_pixels=config.media.max_image_pixels,
             admin_store=self.admin_store,
+            # self.federation is set above; its fetcher reaches self.media only when called.
+            remote=self.federation.media if self.federation is not None else None,
         )
         self._wire_operator()
 
@@ -106,6 +115,9 @@ class HomeServer:
         self.user_directory = UserDirectoryStore(self.db)
         self.admin = AdminService(self)
         self.notices = ServerNotices(self)
+
+    def is_local_user(self, user_id: str) -> bool:
+        return user_id.startswith("@") and ":" in user_id and user_id.split(":", 1)[1] == self.server_name
 
     def _require_signing_key(self) -> SigningKey:
         assert self.signing_key is not None, "HomeServer.start() loads the signing key"

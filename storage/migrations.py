@@ -402,6 +402,25 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX federation_outbox_order ON federation_outbox (destination, stream_ordering)",
         ],
     ),
+    (
+        8,
+        "media: the cache of other servers' media",
+        [
+            # One row per mxc://<other server>/<media_id> fetched over federation; the
+            # bytes are a file of the content store like any upload.
+            """CREATE TABLE remote_media (
+                server_name TEXT NOT NULL,
+                media_id TEXT NOT NULL,
+                sha256 TEXT NOT NULL REFERENCES media_content(sha256),
+                size BIGINT NOT NULL,
+                content_type TEXT NOT NULL,
+                upload_name TEXT,
+                fetched_ts BIGINT NOT NULL,
+                PRIMARY KEY (server_name, media_id)
+            )""",
+            "CREATE INDEX remote_media_sha256 ON remote_media (sha256)",
+        ],
+    ),
 ]
 
 

@@ -413,3 +413,17 @@ federation_outbox = Table(
     Column("event_id", Text, primary_key=True),
     Column("stream_ordering", BigInteger, nullable=False),
 )
+
+# Remote media cache (migration 8)
+
+remote_media = Table(
+    "remote_media",
+    metadata,
+    Column("server_name", Text, primary_key=True),
+    Column("media_id", Text, primary_key=True),
+    Column("sha256", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("content_type", Text, nullable=False),
+    Column("upload_name", Text),
+    Column("fetched_ts", BigInteger, nullable=False),
+)

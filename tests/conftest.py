@@ -15,6 +15,7 @@ import pytest
 
 from tests import matrix_spec
 from tests.server import ServerProcess
+from tests.synapse import SynapseProcess, synapse_available
 
 V3 = "/_matrix/client/v3"
 
@@ -119,6 +120,26 @@ def new_user(server: ServerProcess) -> Callable[..., User]:
 @pytest.fixture
 def user(new_user: Callable[..., User]) -> User:
     return new_user()
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseProcess]:
+    """One real Synapse for the whole run (interop tests)."""
+    if not synapse_available():
+        pytest.skip("Synapse is installed by ./dev test")
+    process = SynapseProcess(tmp_path_factory.mktemp("synapse"))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Our server with its federation listener on, for the interop tests."""
+    process = ServerProcess(tmp_path_factory.mktemp("ours"), federation=True)
+    process.start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,9 @@ class ServerProcess:
             "database": database,
             "registration": {"enabled": True},
             "rate_limits": {"enabled": False},
+            # Real Argon2id, at the lowest cost the config allows: hundreds of test
+            # logins should not each spend a production-grade hash.
+            "passwords": {"argon2_time_cost": 1, "argon2_memory_kib": 8192},
             "log_level": "INFO",
         }
         if self.federation_port is not None:

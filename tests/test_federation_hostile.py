@@ -17,14 +17,6 @@ from tests.server import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("ours"), federation=True)
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePeer]:
     fake = FakePeer(tmp_path_factory.mktemp("peer"))
     fake.start()

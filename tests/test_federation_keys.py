@@ -4,36 +4,16 @@ signing both ways, and rejection of unsigned or forged requests."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from federation.key_fetcher import parse_key_response
 from federation.request_auth import authorization_header
 from homeserver.events import generate_signing_key
 from tests.conftest import V3, register_user
 from tests.server import ServerProcess
-from tests.synapse import SynapseProcess, synapse_available
-
-pytestmark = pytest.mark.skipif(not synapse_available(), reason="Synapse is installed by ./dev test")
-
-
-@pytest.fixture(scope="module")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseProcess]:
-    process = SynapseProcess(tmp_path_factory.mktemp("synapse"))
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("ours"), federation=True)
-    process.start()
-    yield process
-    process.stop()
+from tests.synapse import SynapseProcess
 
 
 def federation_url(server: ServerProcess, path: str) -> str:

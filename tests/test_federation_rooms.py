@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import quote
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
-import pytest
 
 from tests.conftest import V3, User, register_user
 from tests.server import ServerProcess
-from tests.synapse import SynapseProcess, synapse_available
-
-pytestmark = pytest.mark.skipif(not synapse_available(), reason="Synapse is installed by ./dev test")
-
-
-@pytest.fixture(scope="module")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseProcess]:
-    process = SynapseProcess(tmp_path_factory.mktemp("synapse"))
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("ours"), federation=True)
-    process.start()
-    yield process
-    process.stop()
+from tests.synapse import SynapseProcess
 
 
 class SynapseUser:
@@ -191,3 +172,59 @@ def test_join_by_remote_alias_both_ways(ours: ServerProcess, synapse: SynapsePro
     assert joined.json()["room_id"] == theirs["room_id"]
     missing = alice.api.get(f"{V3}/directory/room/{quote('#nope:' + synapse.server_name)}")
     assert missing.status_code == 404
+
+
+def _synapse_ephemeral(bob: SynapseUser, room_id: str, since: str | None) -> tuple[list[dict[str, Any]], str]:
+    params = {"timeout": "1000", **({"since": since} if since else {})}
+    body = bob.http.get(f"{V3}/sync", params=params).json()
+    room = body.get("rooms", {}).get("join", {}).get(room_id, {})
+    return room.get("ephemeral", {}).get("events", []), body["next_batch"]
+
+
+def test_typing_and_receipts_flow_both_ways(ours: ServerProcess, synapse: SynapseProcess) -> None:
+    alice = register_user(ours.base_url)
+    room_id = alice.api.post(f"{V3}/createRoom", json={"preset": "public_chat"}).json()["room_id"]
+    bob = SynapseUser(synapse)
+    assert bob.http.post(f"{V3}/join/{room_id}", params={"server_name": ours.server_name}, json={}).status_code == 200
+    wait_for(lambda: bob.user_id in alice.api.get(f"{V3}/rooms/{room_id}/joined_members").json()["joined"], what="join")
+    event_id = alice.api.put(
+        f"{V3}/rooms/{room_id}/send/m.room.message/r1", json={"msgtype": "m.text", "body": "read me"}
+    ).json()["event_id"]
+    wait_for(lambda: "read me" in bodies(bob.messages(room_id)), what="message on Synapse")
+
+    # Ours -> Synapse: alice types and reads.
+    _, since = _synapse_ephemeral(bob, room_id, None)
+    assert alice.api.put(f"{V3}/rooms/{room_id}/typing/{alice.user_id}", json={"typing": True, "timeout": 20000}).status_code == 200
+    assert alice.api.post(f"{V3}/rooms/{room_id}/receipt/m.read/{event_id}", json={}).status_code == 200
+    seen: dict[str, Any] = {}
+
+    def synapse_saw_both() -> bool:
+        nonlocal since
+        events, since = _synapse_ephemeral(bob, room_id, since)
+        for event in events:
+            seen[event["type"]] = event["content"]
+        typing = alice.user_id in seen.get("m.typing", {}).get("user_ids", [])
+        receipt = alice.user_id in seen.get("m.receipt", {}).get(event_id, {}).get("m.read", {})
+        return typing and receipt
+
+    wait_for(synapse_saw_both, what="alice's typing and receipt on Synapse")
+
+    # Synapse -> ours: bob types and reads.
+    first = alice.api.get(f"{V3}/sync", params={"timeout": "0"}).json()
+    since_ours = first["next_batch"]
+    bob.http.put(f"{V3}/rooms/{room_id}/typing/{bob.user_id}", json={"typing": True, "timeout": 20000})
+    bob.http.post(f"{V3}/rooms/{room_id}/receipt/m.read/{event_id}", json={})
+    ours_seen: dict[str, Any] = {}
+
+    def ours_saw_both() -> bool:
+        nonlocal since_ours
+        body = alice.api.get(f"{V3}/sync", params={"since": since_ours, "timeout": "1000"}).json()
+        since_ours = body["next_batch"]
+        room = body.get("rooms", {}).get("join", {}).get(room_id, {})
+        for event in room.get("ephemeral", {}).get("events", []):
+            ours_seen[event["type"]] = event["content"]
+        typing = bob.user_id in ours_seen.get("m.typing", {}).get("user_ids", [])
+        receipt = bob.user_id in ours_seen.get("m.receipt", {}).get(event_id, {}).get("m.read", {})
+        return typing and receipt
+
+    wait_for(ours_saw_both, timeout=30, what="bob's typing and receipt on our server")

@@ -4,7 +4,6 @@ transactions and state groups, checked over HTTP and in the server's database.""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,6 @@ from tests.test_rooms_helpers import (
     all_messages,
     assert_no_server_errors,
     create_room,
-    invite_ok,
     join,
     leave,
     open_event_store,
@@ -334,3 +332,40 @@ async def test_many_state_changes_state_groups(server: ServerProcess, new_user: 
             group = await store.get_state_group_of(event.event_id)
             assert group is not None
             assert await store.state.get_state_ids(group) == state, event.event_id
+
+
+async def test_cold_start_concurrent_reads_and_sends_stay_linear(make_server: Callable[..., ServerProcess]) -> None:
+    """Right after a restart no room head is cached: reads that load it concurrently
+    with sends must not replace a head a writer already advanced (that would fork
+    the graph or lose state)."""
+    server = make_server()
+    alice = register_user(server.base_url)
+    room_id = create_room(alice, preset="public_chat")
+    text(alice, room_id, "before restart")
+    server.stop()
+    server.start()
+    headers = {"Authorization": f"Bearer {alice.access_token}"}
+
+    async def send_one(client: httpx.AsyncClient, i: int) -> None:
+        response = await client.put(
+            f"{V3}/rooms/{q(room_id)}/send/m.room.message/cold{i}", json={"msgtype": "m.text", "body": str(i)}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+
+    async def read_one(client: httpx.AsyncClient, i: int) -> None:
+        path = [f"/state/m.room.member/{q(alice.user_id)}", "/messages?dir=b&limit=5", "/members", "/joined_members"][i % 4]
+        response = await client.get(f"{V3}/rooms/{q(room_id)}{path}", headers=headers)
+        assert response.status_code == 200, response.text
+
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+        tasks = []
+        for i in range(40):
+            tasks.append(read_one(client, i))
+            tasks.append(send_one(client, i))
+        await asyncio.gather(*tasks)
+    stored = await _db_room_events(server, room_id)
+    for previous, event in zip(stored, stored[1:]):
+        assert event.pdu["prev_events"] == [previous.event_id]
+    assert await _extremities(server, room_id) == [stored[-1].event_id]
+    assert len([e for e in stored if e.type == "m.room.message"]) == 41
+    assert_no_server_errors(server)

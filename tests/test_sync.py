@@ -337,3 +337,25 @@ def test_use_state_after(new_user: Callable[..., User], use_state_after: bool) -
     room = sync(bob, token, use_state_after="true")["rooms"]["join"][room_id]
     assert "state" not in room
     assert [e["content"] for e in room["state_after"]["events"] if e["type"] == "m.room.topic"] == [{"topic": "new"}]
+
+
+def test_unread_count_counts_on_incrementally(new_user: Callable[..., User]) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    first = send(alice, room_id, "a")
+    response = sync(bob)
+    assert response["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 1
+    token = response["next_batch"]
+    send(alice, room_id, "b")
+    send(alice, room_id, "c")
+    response = sync(bob, token)
+    assert response["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 3
+    token = response["next_batch"]
+    assert bob.api.post(f"{V3}/rooms/{room_id}/receipt/m.read/{first}", json={}).status_code == 200
+    response = sync(bob, token)
+    assert response["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 2
+    token = response["next_batch"]
+    send(bob, room_id, "my own reply reads everything")
+    send(alice, room_id, "d")
+    response = sync(bob, token)
+    assert response["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 1

@@ -172,7 +172,7 @@ def _second_device(server_url: str, user: User) -> tuple[str, Any]:
 
 def test_to_device_delivery_idempotency_and_acknowledgement(server: ServerProcess, new_user: Callable[..., User]) -> None:
     alice, bob = new_user(), new_user()
-    second_device, second_api = _second_device(server.base_url, bob)
+    _, second_api = _second_device(server.base_url, bob)
     bob_token = sync(bob)["next_batch"]
     second_token = second_api.get(f"{V3}/sync").json()["next_batch"]
     messages = {"messages": {bob.user_id: {bob.device_id: {"hello": "device"}}}}

@@ -9,7 +9,14 @@ from typing import Any
 
 from tests.conftest import V3, User, register_user
 from tests.test_admin import A1, make_admin
-from tests.test_rooms_helpers import create_room, expect_error, invite_ok, join, leave, q
+from tests.test_rooms_helpers import (
+    create_room,
+    expect_error,
+    invite_ok,
+    join,
+    leave,
+    q,
+)
 
 SEARCH = f"{V3}/user_directory/search"
 

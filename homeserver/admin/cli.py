@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -148,7 +148,7 @@ def _print_json(value: Any) -> None:
 def _date(ms: int | None) -> str:
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
@@ -415,7 +415,7 @@ def add_admin_commands(commands: Any) -> None:
     p.add_argument("--no-purge", action="store_true", help="keep the room's history in the database")
     p.set_defaults(func=cmd_rooms_delete)
 
-    tokens = groups.add_parser("registration-tokens", help="registration tokens").add_subparsers(
+    tokens = groups.add_parser("registration-tokens", help="registration tokens for closed registration").add_subparsers(
         dest="action", required=True
     )
     p = tokens.add_parser("list", parents=[common], help="list tokens")

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from homeserver.errors import MatrixError, not_found
 from homeserver.identifiers import split_user_id
 from homeserver.rooms.reading import Reader
-from storage.admin import RoomSummary
 from storage.accounts import User
+from storage.admin import RoomSummary
 from storage.registration_tokens import RegistrationToken
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from homeserver.http import json_response, query_bool, query_int, read_json
 from homeserver.sync.builder import SyncRequest
 from homeserver.sync.filters import SyncFilter
 from homeserver.sync.presence import STATES
+from homeserver.sync.receipts import record_receipt
 
 MAX_ID_BYTES = 255
 RECEIPT_TYPES = ("m.read", "m.read.private", "m.fully_read")
@@ -101,7 +102,10 @@ async def typing(request: Request) -> Response:
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
         raise MatrixError(400, "M_BAD_JSON", "'timeout' must be a non-negative integer")
     await _require_joined(request, user_id, room_id)
-    request.app.state.hs.typing.set_typing(room_id, user_id, is_typing, timeout)
+    hs = request.app.state.hs
+    hs.typing.set_typing(room_id, user_id, is_typing, timeout)
+    if hs.federation is not None:
+        await hs.federation.edus.typing_changed(room_id, user_id, is_typing, timeout)
     return json_response({})
 
 
@@ -119,10 +123,9 @@ async def _set_fully_read(request: Request, user_id: str, room_id: str, event_id
 
 
 async def _receipt(request: Request, user_id: str, room_id: str, receipt_type: str, event_id: str, thread_id: str) -> None:
-    hs = request.app.state.hs
-    position = await hs.receipts.put(room_id, receipt_type, user_id, thread_id, event_id, {"ts": int(time.time() * 1000)})
-    hs.notifier.advance("receipts", position)
-    hs.notifier.wake_rooms([room_id])
+    await record_receipt(
+        request.app.state.hs, room_id, receipt_type, user_id, thread_id, event_id, {"ts": int(time.time() * 1000)}
+    )
 
 
 async def receipt(request: Request) -> Response:

@@ -176,8 +176,9 @@ class E2eeService:
         claimed: dict[str, Any] = {}
         failures: dict[str, Any] = {}
         for user_id, devices in one_time_keys.items():
-            if not isinstance(devices, dict):
-                raise _bad("one_time_keys values must be objects", "M_BAD_JSON")
+            if not isinstance(devices, dict) or not all(isinstance(a, str) for a in devices.values()):
+                raise _bad("one_time_keys must map users to devices to algorithms", "M_BAD_JSON")
+        for user_id, devices in one_time_keys.items():
             if not self._is_local(user_id):
                 parts = split_user_id(user_id)
                 if parts is not None:
@@ -345,14 +346,13 @@ class E2eeService:
     ) -> None:
         triples: list[tuple[str, str, dict[str, Any]]] = []
         for user_id, by_device in messages.items():
-            if not isinstance(by_device, dict):
-                raise _bad("messages must map users to devices", "M_BAD_JSON")
+            if not isinstance(by_device, dict) or not all(isinstance(c, dict) for c in by_device.values()):
+                raise _bad("messages must map users to devices to content objects", "M_BAD_JSON")
+        for user_id, by_device in messages.items():
             if not self._is_local(user_id):
                 continue  # remote delivery comes with federation EDUs
             known = [d.device_id for d in await self.hs.devices.list_devices(user_id)]
             for device_id, content in by_device.items():
-                if not isinstance(content, dict):
-                    raise _bad("to-device content must be an object", "M_BAD_JSON")
                 targets = known if device_id == "*" else [device_id] if device_id in known else []
                 for target in targets:
                     triples.append((user_id, target, {"type": event_type, "sender": sender, "content": content}))

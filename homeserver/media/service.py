@@ -66,18 +66,19 @@ class MediaFile:
     content_type: str
     filename: str | None
     size: int
+    sha256: str  # its name in the content store
 
 
 class RemoteMedia(Protocol):
-    """Where media of other servers comes from. Federation implements this (fetching
-    over /_matrix/federation/v1/media and caching); until then there is none, and
-    remote media is 404."""
+    """Where media of other servers comes from: federation/media.py fetches it over
+    /_matrix/federation/v1/media into this content store (through `keep_fetched`) and
+    caches it. Without federation there is none, and remote media is 404. Thumbnails of
+    remote media are made here from the cached original, like those of local media.
+
+    `download` returns None for media the other server does not have; it raises
+    MatrixError (502) when that server cannot be asked."""
 
     async def download(self, server_name: str, media_id: str, timeout_ms: int) -> MediaFile | None: ...
-
-    async def thumbnail(
-        self, server_name: str, media_id: str, width: int, height: int, method: str, timeout_ms: int
-    ) -> MediaFile | None: ...
 
 
 def _now_ms() -> int:
@@ -208,6 +209,10 @@ class MediaService:
             upload_name=sanitise_filename(filename),
         )
 
+    async def keep_fetched(self, staged: StagedFile, write_rows: Callable[[], Awaitable[None]]) -> None:
+        """Content fetched from another server: placed and recorded like an upload."""
+        await self._record(staged, write_rows)
+
     async def _record(self, staged: StagedFile, write_rows: Callable[[], Awaitable[None]]) -> None:
         """Move the staged file into the store and run `write_rows`; undo the move if
         writing fails and nothing else names the file."""
@@ -274,7 +279,7 @@ class MediaService:
             # Only an operator deleting files by hand gets here.
             logger.warning("Media content %s is missing on disk", sha256)
             raise not_found("Media content is missing")
-        return MediaFile(path, content_type, filename, size)
+        return MediaFile(path, content_type, filename, size, sha256)
 
     # Thumbnails
 
@@ -294,20 +299,25 @@ class MediaService:
         if method not in thumbnailer.METHODS:
             raise MatrixError(400, "M_INVALID_PARAM", "method must be crop or scale")
         if server_name != self.server_name:
-            if self.remote is None or not allow_remote:
-                raise not_found("Remote media is not available")
-            found = await self.remote.thumbnail(server_name, media_id, width, height, method, _wait_ms(timeout_ms))
-            if found is None:
-                raise not_found("Unknown media ID")
-            return found
-        media = await self._uploaded_local_media(media_id, timeout_ms)
-        assert media.sha256 is not None and media.content_type is not None
-        if not is_image(media.content_type):
+            # Made here from the cached original (fetched first if need be).
+            original = await self._remote_download(server_name, media_id, timeout_ms, allow_remote)
+            sha256, content_type = original.sha256, original.content_type
+        else:
+            media = await self._uploaded_local_media(media_id, timeout_ms)
+            assert media.sha256 is not None and media.content_type is not None
+            sha256, content_type = media.sha256, media.content_type
+        if not is_image(content_type):
             raise MatrixError(400, "M_UNKNOWN", _CANNOT_THUMBNAIL)
         size = thumbnailer.choose_size(width, height, method)
-        thumbnail = await self.store.get_thumbnail(media.sha256, size.width, size.height, size.method)
+        thumbnail = await self.store.get_thumbnail(sha256, size.width, size.height, size.method)
         if thumbnail is None:
-            thumbnail = await self._make_thumbnail(media.sha256, size)
+            try:
+                thumbnail = await self._make_thumbnail(sha256, size)
+            except MatrixError as exc:
+                if exc.status == 413 and server_name != self.server_name:
+                    # Spec: remote content too large to thumbnail is a 502.
+                    raise MatrixError(502, "M_TOO_LARGE", "Content is too large to thumbnail") from None
+                raise
         suffix = "jpg" if thumbnail.content_type == "image/jpeg" else "png"
         return self._file(thumbnail.sha256, thumbnail.content_type, f"thumbnail.{suffix}", thumbnail.size)
 

@@ -92,6 +92,19 @@ class RoomEvents:
         # never replaces it.
         return self._heads.setdefault(room_id, head)
 
+    async def replaced_state_notes(self, state_before: dict[StateKey, str], key: StateKey) -> dict[str, Any]:
+        """`unsigned` notes for a state event replacing state_before[key].
+
+        Clients read prev_content from unsigned, and history visibility reads the
+        state before an event from it; keeping them on the stored event saves a state
+        lookup on every read. Federation strips `unsigned` before sending.
+        """
+        replaced = state_before.get(key)
+        previous = await self.events.get_event(replaced) if replaced else None
+        if previous is None:
+            return {}
+        return {"replaces_state": replaced, "prev_content": previous.content, "prev_sender": previous.sender}
+
     def forget_head(self, room_id: str) -> None:
         """Drop the cached head after the room changed outside `send` (a remote join)."""
         self._heads.pop(room_id, None)
@@ -226,17 +239,9 @@ class RoomEvents:
                 pdu = await countersign(event_id, pdu)
             state_after = head.state_ids
             if state_key is not None:
-                replaced = head.state_ids.get((event_type, state_key))
-                if replaced is not None:
-                    previous = await self.events.get_event(replaced)
-                    if previous is not None:
-                        # Clients read prev_content from unsigned; keeping it on the
-                        # stored event saves a state lookup on every read.
-                        pdu["unsigned"] = {
-                            "replaces_state": replaced,
-                            "prev_content": previous.content,
-                            "prev_sender": previous.sender,
-                        }
+                notes = await self.replaced_state_notes(head.state_ids, (event_type, state_key))
+                if notes:
+                    pdu["unsigned"] = notes
                 state_after = {**head.state_ids, (event_type, state_key): event_id}
             result = await self.events.persist(
                 NewEvent(

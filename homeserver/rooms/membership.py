@@ -38,6 +38,8 @@ class Membership:
         # invites to other servers' users countersigned by their server.
         self.remote_join: Callable[[str, str, list[str], dict[str, Any]], Awaitable[None]] | None = None
         self.remote_invite: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+        # Set by the operator side: whether an admin has blocked the room.
+        self.room_blocked: Callable[[str], Awaitable[bool]] | None = None
 
     async def _profile(self, user_id: str) -> dict[str, Any]:
         user = await self.accounts.get_user(user_id)
@@ -89,6 +91,8 @@ class Membership:
             room_id, alias_servers = await self.directory.resolve_with_servers(room_id_or_alias)
         else:
             room_id = await self.resolve_room(room_id_or_alias)
+        if self.room_blocked is not None and await self.room_blocked(room_id):
+            raise forbidden("This room has been blocked on this server")
         try:
             await self.room_events.head(room_id)
         except MatrixError:

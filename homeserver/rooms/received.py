@@ -118,6 +118,10 @@ class ReceivedEvents:
                 group_before = await self.events.store_state_snapshot(room_id, state_before)
             now_ms = int(time.time() * 1000)
             stored_pdu = {k: v for k, v in pdu.items() if k != "unsigned"}
+            if state_key is not None:
+                notes = await room_events.replaced_state_notes(state_before, (pdu["type"], state_key))
+                if notes:
+                    stored_pdu["unsigned"] = notes
             result = await self.events.persist(
                 NewEvent(
                     event_id=event_id,

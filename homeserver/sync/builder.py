@@ -18,6 +18,7 @@ from homeserver.sync.tokens import SyncToken
 from storage.events import StoredEvent
 from storage.rooms import Membership
 from storage.state import StateKey
+from storage.sync import UNREAD_CAP, UNREAD_TYPES
 
 if TYPE_CHECKING:
     from homeserver.homeserver import HomeServer
@@ -52,6 +53,8 @@ class _Context:
     reader: Reader
     ignored: set[str]
     room_account_data: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # room -> the unfiltered timeline page, when it covers all of (since, now].
+    complete_pages: dict[str, list[StoredEvent]] = field(default_factory=dict)
 
 
 class SyncBuilder:
@@ -171,6 +174,8 @@ class SyncBuilder:
         )
         limited = len(page) > limit
         page = list(reversed(page[:limit]))
+        if after is not None and not limited and not any(flt.timeline.store_kwargs().values()):
+            ctx.complete_pages[room_id] = page
         start = page[0].stream_ordering - 1 if page else upto
         if not limited and after is not None:
             start = after
@@ -260,7 +265,6 @@ class SyncBuilder:
     async def _joined_room(
         self, ctx: _Context, m: Membership, since_room: int | None, receipts: list[Any]
     ) -> dict[str, Any] | None:
-        hs = self.hs
         request = ctx.request
         full = request.full_state
         body, shown = await self._room_body(ctx, m, since_room, ctx.now.room, full=full)
@@ -316,7 +320,23 @@ class SyncBuilder:
         return out
 
     async def _unread(self, ctx: _Context, room_id: str) -> dict[str, int]:
-        count = await self.hs.sync_queries.unread_after_receipt(room_id, ctx.request.user_id, ctx.now.room)
+        user_id = ctx.request.user_id
+        since = ctx.request.since
+        page = ctx.complete_pages.get(room_id)
+        generation = self.hs.sync_cache.receipt_generation(user_id, room_id)
+        cached = self.hs.sync_cache.unread(user_id, room_id)
+        if page is not None and cached is not None and since is not None and cached[1] == since.room:
+            # The page is everything since the last count: count on from there.
+            count = cached[0]
+            for event in page:
+                if event.sender == user_id:
+                    count = 0
+                elif event.state_key is None and event.type in UNREAD_TYPES:
+                    count += 1
+            count = min(count, UNREAD_CAP)
+        else:
+            count = await self.hs.sync_queries.unread_after_receipt(room_id, user_id, ctx.now.room)
+        self.hs.sync_cache.set_unread(user_id, room_id, count, ctx.now.room, generation)
         return {"notification_count": count, "highlight_count": 0}
 
     async def _summary(self, ctx: _Context, room_id: str) -> dict[str, Any]:

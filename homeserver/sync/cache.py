@@ -26,6 +26,9 @@ class SyncCache:
         self._ignored_version: dict[str, int] = {}
         self._room_last: dict[str, int] = {}
         self._room_member_change: dict[str, int] = {}
+        # (user, room) -> (unread count, the room position it was counted at)
+        self._unread: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+        self._receipt_generation: dict[tuple[str, str], int] = {}
 
     # --- writers ---------------------------------------------------------------------
 
@@ -44,6 +47,24 @@ class SyncCache:
     def account_data_changed(self, user_id: str) -> None:
         self._ignored_version[user_id] = self._ignored_version.get(user_id, 0) + 1
         self._ignored.pop(user_id, None)
+
+    def receipt_written(self, user_id: str, room_id: str) -> None:
+        self._unread.pop((user_id, room_id), None)
+        self._receipt_generation[(user_id, room_id)] = self._receipt_generation.get((user_id, room_id), 0) + 1
+
+    def receipt_generation(self, user_id: str, room_id: str) -> int:
+        return self._receipt_generation.get((user_id, room_id), 0)
+
+    def unread(self, user_id: str, room_id: str) -> tuple[int, int] | None:
+        return self._unread.get((user_id, room_id))
+
+    def set_unread(self, user_id: str, room_id: str, count: int, position: int, generation: int) -> None:
+        if self.receipt_generation(user_id, room_id) != generation:
+            return  # a receipt arrived while counting: count afresh next time
+        self._unread[(user_id, room_id)] = (count, position)
+        self._unread.move_to_end((user_id, room_id))
+        if len(self._unread) > _MAX_USERS:
+            self._unread.popitem(last=False)
 
     # --- readers ---------------------------------------------------------------------
 

@@ -142,7 +142,8 @@ class SyncFilter:
         event_format = value.get("event_format", "client")
         if event_format not in ("client", "federation"):
             raise _bad("'event_format' must be 'client' or 'federation'")
-        room = value.get("room") or {}
+        room = value.get("room")
+        room = {} if room is None else room
         if not isinstance(room, dict):
             raise _bad("'room' must be an object")
         return cls(

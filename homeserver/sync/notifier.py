@@ -17,7 +17,7 @@ from homeserver.sync.tokens import STREAMS, SyncToken
 
 
 class Waiter:
-    __slots__ = ("user_id", "room_ids", "_future")
+    __slots__ = ("_future", "room_ids", "user_id")
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
@@ -40,7 +40,7 @@ class Waiter:
             try:
                 await asyncio.wait_for(asyncio.shield(self._future), timeout)
                 woken = True
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 woken = False
         if self._future.done():
             self._future = asyncio.get_running_loop().create_future()
@@ -62,8 +62,7 @@ class Notifier:
                 self._positions[name] = max(self._positions[name], value)
 
     def advance(self, stream: str, position: int) -> None:
-        if position > self._positions[stream]:
-            self._positions[stream] = position
+        self._positions[stream] = max(self._positions[stream], position)
 
     def position(self, stream: str) -> int:
         return self._positions[stream]

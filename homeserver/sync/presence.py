@@ -119,7 +119,7 @@ class Presence:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
                 await self.sweep()
-            except Exception:  # noqa: BLE001 - keep sweeping whatever one round hit
+            except Exception:
                 logger.exception("Presence sweep failed")
 
     async def sweep(self) -> None:

@@ -17,12 +17,17 @@ if TYPE_CHECKING:
     from homeserver.homeserver import HomeServer
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+# Builds running at once. When thousands of long-polls wake together, the rest queue
+# here (no timeout) instead of in the database pool (which times out), and other
+# requests still get a connection.
+CONCURRENT_BUILDS = 8
 
 
 class SyncService:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
         self.builder = SyncBuilder(hs)
+        self._build_slots = asyncio.Semaphore(CONCURRENT_BUILDS)
 
     async def on_event(self, event: StoredEvent) -> None:
         """RoomEvents listener: a room event was persisted."""
@@ -74,7 +79,8 @@ class SyncService:
         try:
             while True:
                 notifier.set_rooms(waiter, await hs.sync_cache.joined_room_ids(request.user_id))
-                response, has_updates = await self.builder.build(request, notifier.token())
+                async with self._build_slots:
+                    response, has_updates = await self.builder.build(request, notifier.token())
                 if has_updates or request.since is None or request.full_state or notifier.shutting_down:
                     return response
                 remaining = deadline - loop.time()
