@@ -120,19 +120,7 @@ class EventStore:
                 )
             result = await conn.execute(
                 insert(events)
-                .values(
-                    event_id=new.event_id,
-                    room_id=new.room_id,
-                    depth=pdu["depth"],
-                    type=pdu["type"],
-                    state_key=state_key,
-                    sender=pdu["sender"],
-                    origin_server_ts=pdu["origin_server_ts"],
-                    outlier=False,
-                    rejected_reason=None,
-                    redacted_by=None,
-                    json=json.dumps(pdu, separators=(",", ":"), ensure_ascii=False),
-                )
+                .values(_event_row(new.event_id, new.room_id, pdu, outlier=False))
                 .returning(events.c.stream_ordering)
             )
             stream_ordering = int(result.scalar_one())
@@ -164,20 +152,8 @@ class EventStore:
                     ["room_id", "type", "state_key"],
                 )
                 if pdu["type"] == "m.room.member":
-                    await upsert(
-                        conn,
-                        room_memberships,
-                        {
-                            "room_id": new.room_id,
-                            "user_id": state_key,
-                            "membership": pdu["content"].get("membership", "leave"),
-                            "event_id": new.event_id,
-                            "stream_ordering": stream_ordering,
-                            "sender": pdu["sender"],
-                            "forgotten": False,
-                        },
-                        ["room_id", "user_id"],
-                    )
+                    member_row = _membership_row(new.room_id, new.event_id, pdu, stream_ordering)
+                    await upsert(conn, room_memberships, member_row, ["room_id", "user_id"])
             else:
                 assert new.state_group_before is not None
                 group = new.state_group_before
@@ -248,21 +224,8 @@ class EventStore:
             ).first()
             if row is None:
                 continue
-            pdu = json.loads(row.json)
-            await upsert(
-                conn,
-                room_memberships,
-                {
-                    "room_id": room_id,
-                    "user_id": state_key,
-                    "membership": pdu.get("content", {}).get("membership", "leave"),
-                    "event_id": event_id,
-                    "stream_ordering": int(row.stream_ordering),
-                    "sender": pdu.get("sender", ""),
-                    "forgotten": False,
-                },
-                ["room_id", "user_id"],
-            )
+            member_row = _membership_row(room_id, event_id, json.loads(row.json), int(row.stream_ordering))
+            await upsert(conn, room_memberships, member_row, ["room_id", "user_id"])
 
     async def persist_outliers(self, room_id: str, pdus: Mapping[str, dict[str, Any]]) -> None:
         """Store events we hold only as state or auth chain (not part of our timeline)."""
@@ -272,21 +235,7 @@ class EventStore:
             return
         async with self.db.write() as conn:
             for event_id, pdu in new.items():
-                await conn.execute(
-                    insert(events).values(
-                        event_id=event_id,
-                        room_id=room_id,
-                        depth=pdu.get("depth", 0),
-                        type=pdu["type"],
-                        state_key=pdu.get("state_key"),
-                        sender=pdu["sender"],
-                        origin_server_ts=pdu.get("origin_server_ts", 0),
-                        outlier=True,
-                        rejected_reason=None,
-                        redacted_by=None,
-                        json=json.dumps(pdu, separators=(",", ":"), ensure_ascii=False),
-                    )
-                )
+                await conn.execute(insert(events).values(_event_row(event_id, room_id, pdu, outlier=True)))
                 auth_ids = list(pdu.get("auth_events", []))
                 if auth_ids:
                     await conn.execute(insert(event_auth), [{"event_id": event_id, "auth_id": a} for a in auth_ids])
@@ -297,35 +246,12 @@ class EventStore:
         async with self.db.write() as conn:
             result = await conn.execute(
                 insert(events)
-                .values(
-                    event_id=event_id,
-                    room_id=room_id,
-                    depth=pdu.get("depth", 0),
-                    type=pdu["type"],
-                    state_key=pdu.get("state_key"),
-                    sender=pdu["sender"],
-                    origin_server_ts=pdu.get("origin_server_ts", 0),
-                    outlier=True,
-                    rejected_reason=None,
-                    redacted_by=None,
-                    json=json.dumps(pdu, separators=(",", ":"), ensure_ascii=False),
-                )
+                .values(_event_row(event_id, room_id, pdu, outlier=True))
                 .returning(events.c.stream_ordering)
             )
             stream_ordering = int(result.scalar_one())
             await upsert(
-                conn,
-                room_memberships,
-                {
-                    "room_id": room_id,
-                    "user_id": invitee,
-                    "membership": "invite",
-                    "event_id": event_id,
-                    "stream_ordering": stream_ordering,
-                    "sender": pdu["sender"],
-                    "forgotten": False,
-                },
-                ["room_id", "user_id"],
+                conn, room_memberships, _membership_row(room_id, event_id, pdu, stream_ordering), ["room_id", "user_id"]
             )
         return StoredEvent(event_id, room_id, stream_ordering, pdu, None, None, True)
 
@@ -561,6 +487,38 @@ class EventStore:
             query = query.having(latest < before)
         async with self.db.read() as conn:
             return [(row.relates_to_id, int(row.latest)) for row in await conn.execute(query)]
+
+
+def _event_row(event_id: str, room_id: str, pdu: Mapping[str, Any], *, outlier: bool) -> dict[str, Any]:
+    """The `events` row of a PDU."""
+    return {
+        "event_id": event_id,
+        "room_id": room_id,
+        "depth": pdu.get("depth", 0),
+        "type": pdu["type"],
+        "state_key": pdu.get("state_key"),
+        "sender": pdu["sender"],
+        "origin_server_ts": pdu.get("origin_server_ts", 0),
+        "outlier": outlier,
+        "rejected_reason": None,
+        "redacted_by": None,
+        "json": json.dumps(pdu, separators=(",", ":"), ensure_ascii=False),
+    }
+
+
+def _membership_row(room_id: str, event_id: str, pdu: Mapping[str, Any], stream_ordering: int) -> dict[str, Any]:
+    """The `room_memberships` row a member event makes."""
+    content = pdu.get("content")
+    membership = content.get("membership", "leave") if isinstance(content, Mapping) else "leave"
+    return {
+        "room_id": room_id,
+        "user_id": pdu["state_key"],
+        "membership": membership,
+        "event_id": event_id,
+        "stream_ordering": stream_ordering,
+        "sender": pdu.get("sender", ""),
+        "forgotten": False,
+    }
 
 
 def _type_matches(pattern: str) -> Any:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,20 @@ def fresh_postgres_database(base_url: str) -> str:
         finally:
             await conn.close()
 
-    asyncio.run(create())
+    # On its own thread: async tests call this with their event loop running.
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(create())
+        except BaseException as exc:  # handed back to the caller's thread
+            failures.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    if failures:
+        raise failures[0]
     return base_url.rstrip("/") + "/" + name
 
 
