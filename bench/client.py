@@ -143,12 +143,25 @@ class Client:
         return str(result["event_id"])
 
     async def sync(
-        self, user: User, since: str | None = None, timeout_ms: int = 0, sync_filter: dict[str, Any] | None = None
+        self,
+        user: User,
+        since: str | None = None,
+        timeout_ms: int = 0,
+        sync_filter: dict[str, Any] | str | None = None,
     ) -> Any:
-        params = {"timeout": str(timeout_ms), "set_presence": "offline", "filter": unique_filter(sync_filter)}
+        """`sync_filter`: a filter ID (str) as is, else an inline filter made unique
+        (`unique_filter`)."""
+        params = {"timeout": str(timeout_ms), "set_presence": "offline"}
+        params["filter"] = sync_filter if isinstance(sync_filter, str) else unique_filter(sync_filter)
         if since is not None:
             params["since"] = since
         return await self.request("GET", f"{V3}/sync", user, params=params)
+
+    async def upload_filter(self, user: User, definition: dict[str, Any] | None = None, *, unique: bool = False) -> str:
+        """POST /user/{userId}/filter; with `unique`, a filter no other request uses."""
+        body = json.loads(unique_filter(definition)) if unique else (definition or {})
+        result = await self.request("POST", f"{V3}/user/{quote(user.user_id)}/filter", user, body=body)
+        return str(result["filter_id"])
 
     async def messages(self, user: User, room_id: str, from_token: str | None, limit: int = 100) -> Any:
         params = {"dir": "b", "limit": str(limit)}

@@ -5,7 +5,7 @@ bench/results.json.
 Both servers start fresh (own temporary data directory, SQLite, loopback, rate limits
 off) as child processes; the workloads are driven over HTTP from this process.
 
-    ./dev bench                 # the full run (about 10 minutes on 2 cores)
+    ./dev bench                 # the full run (10 to 14 minutes on 2 cores)
     ./dev bench --quick         # small sizes, for trying changes (about 2 minutes)
     ./dev bench --servers ours  # one server only (no ratios)
 
@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--servers", default="ours,synapse", help="comma-separated: ours, synapse")
     parser.add_argument("--out", type=Path, default=BENCH, help="where RESULTS.md, results.png and results.json go")
+    parser.add_argument("--long-room-events", type=int, help="events in workload 3's room (default 10,000; --quick 1,000)")
     parser.add_argument("--keep", action="store_true", help="keep the servers' data directories")
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md and results.png from results.json")
     args = parser.parse_args()
@@ -148,7 +149,9 @@ def main() -> None:
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
     if "synapse" in names and not synapse_installed():
         sys.exit("error: Synapse is not installed in .synapse-venv (./dev bench installs it)")
-    sizes = QUICK if args.quick else FULL
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.long_room_events:
+        sizes["long_room_events"] = args.long_room_events
     fd_limit = raise_fd_limit()
     if max(sizes["long_poll_steps"]) * 1.1 + 200 > fd_limit:
         sizes = dict(sizes, long_poll_steps=[s for s in sizes["long_poll_steps"] if s * 1.1 + 200 <= fd_limit])

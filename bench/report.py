@@ -6,7 +6,8 @@ import math
 import os
 import platform
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 MIB = 1024 * 1024
 
@@ -133,6 +134,7 @@ def figures(results: dict[str, Any]) -> list[Figure]:
             (section, f"{n:,}: RSS while held", _step(n, "rss_held_bytes"), mib, "lower"),
             (section, f"{n:,}: RSS per long-poll", _step(n, "kib_per_long_poll"), kib, "lower"),
             (section, f"{n:,}: time to hold them all (connect + settle)", _step(n, "held_after_seconds"), sec, "lower"),
+            (section, f"{n:,}: server CPU per long-poll to start waiting", _step(n, "hold_cpu_ms_per_long_poll"), ms, "lower"),
             (section, f"{n:,}: all woken after one message", _step(n, "all_woken_seconds"), sec, "lower"),
             (section, f"{n:,}: median wake", _step(n, "wake_p50_seconds"), sec, "lower"),
             (section, f"{n:,}: server CPU per woken long-poll", _step(n, "wake_cpu_ms_per_long_poll"), ms, "lower"),
@@ -146,7 +148,7 @@ def figures(results: dict[str, Any]) -> list[Figure]:
         ("Process", "RSS after load", _get("process", "rss_after_load_bytes"), mib, "lower"),
         ("Process", "database bytes per 10,000 messages", _get("db", "db_bytes_per_10k_messages"), mbytes, "lower"),
         ("Process", "database size at the end", _get("process", "db_bytes_final"), mbytes, "lower"),
-        ("Process", f"fill rate, one room, 10 concurrent senders (both servers at once)", _get("db", "fill_msg_s"), per_s, "higher"),
+        ("Process", "fill rate, one room, 10 concurrent senders (both servers at once)", _get("db", "fill_msg_s"), per_s, "higher"),
         ("Process", "server CPU seconds, whole run", _get("process", "cpu_seconds_total"), sec, "lower"),
     ]
     return out
@@ -266,9 +268,10 @@ def markdown(results: dict[str, Any]) -> str:
         "Both servers ran fresh as child processes of the bench (own temporary data directory,",
         "SQLite, loopback, rate limits off, log level INFO, Synapse with its defaults otherwise),",
         "at the same time but measured one after the other; the bench process drove them over",
-        "HTTP with aiohttp on uvloop. Every `/sync` from the bench uses `set_presence=offline` and",
-        "an inline filter of its own (it excludes a made-up account data type): Synapse answers a",
-        "repeated identical `/sync` from a two-minute response cache, and the bench times the work.",
+        "HTTP with aiohttp on uvloop. Every `/sync` from the bench uses `set_presence=offline`, and",
+        "no two are identical (Synapse answers a repeated identical `/sync` from a two-minute",
+        "response cache; the bench times the work): timed syncs use a stored filter of their own,",
+        "long-polls differ in their `timeout` by a few milliseconds.",
         "",
         "## Targets (issue 8)",
         "",
@@ -309,8 +312,8 @@ def markdown(results: dict[str, Any]) -> str:
         "   seen exactly once. Database bytes are the SQLite file plus its `-wal`, before and after",
         "   the fill, once the server is idle.",
         f"4. **Idle long-polls**: {sizes['long_poll_users']} users in one room; N raw HTTP connections",
-        "   each hold `/sync?since=…&timeout=600000` (connection i as user i mod users, with its own",
-        "   filter so that no two requests are identical and a server cannot answer them as one);",
+        "   each hold `/sync?since=…&timeout=600000+i&filter=ID` (connection i as user i mod users,",
+        "   whose stored filter leaves out presence; no two requests are identical);",
         "   once the server's CPU is idle its RSS is read, one message goes into the room, and the",
         "   time until every connection has the first byte of its answer is measured.",
         "5. **Process**: start-up is spawn to the first 200 on `/_matrix/client/versions`, on a fresh",
@@ -408,7 +411,8 @@ def write_png(results: dict[str, Any], path: Path) -> None:
                     [(i + 1) / len(samples) for i in range(len(samples))],
                     style,
                     color=color[n],
-                    label=f"{label[n]}, {step['long_polls']:,} waiting ({step['rss_held_bytes'] / MIB:.0f} MiB)",
+                    label=f"{label[n]}, {step['long_polls']:,} waiting ({step['rss_held_bytes'] / MIB:.0f} MiB)"
+                    + (f", {failed:,} failed before" if (failed := step.get("answered_before_wake", 0)) else ""),
                 )
     ax.set_xlabel("seconds after the message until the long-poll answered")
     ax.set_ylabel("fraction of long-polls woken")

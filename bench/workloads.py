@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import statistics
 import time
 from collections import Counter
 from typing import Any
 
-from bench.client import Client, RawLongPoll, User, raw_sync_request, unique_filter
+from bench.client import Client, RawLongPoll, User, raw_sync_request
 from bench.servers import BenchServer
 
 # Receivers ask for a big timeline so that no message can fall into a gap
@@ -65,7 +64,7 @@ async def send_and_deliver(
             await asyncio.gather(*(client.join(u, room_id) for u in people[1:]))
         sending = people[:senders]
         receiving = people[-receivers:]
-        assert not set(u.user_id for u in sending) & set(u.user_id for u in receiving)
+        assert not {u.user_id for u in sending} & {u.user_id for u in receiving}
 
         sent_at: dict[int, float] = {}
         send_done: dict[int, float] = {}
@@ -77,12 +76,15 @@ async def send_and_deliver(
         stop = False
 
         tokens = [(await client.sync(u, sync_filter=RECEIVER_FILTER))["next_batch"] for u in receiving]
+        filter_ids = [await client.upload_filter(u, RECEIVER_FILTER) for u in receiving]
 
         async def receive(index: int, user: User) -> None:
             nonlocal limited, sync_calls
             token = tokens[index]
             while not stop:
-                result = await client.sync(user, token, timeout_ms=30000, sync_filter=RECEIVER_FILTER)
+                # A timeout of its own per request (see long_poll_capacity).
+                timeout_ms = 30000 + sync_calls
+                result = await client.sync(user, token, timeout_ms=timeout_ms, sync_filter=filter_ids[index])
                 now = time.monotonic()
                 sync_calls += 1
                 token = result["next_batch"]
@@ -116,7 +118,7 @@ async def send_and_deliver(
         send_seconds = time.monotonic() - started
         try:
             await asyncio.wait_for(all_seen.wait(), 60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         delivered_seconds = time.monotonic() - started
         cpu = server.cpu() - cpu_before
@@ -186,8 +188,11 @@ async def sync_costs(server: BenchServer, *, rooms: int = 100, repeats: int = 3,
         await wait_quiet(server)
 
         async def timed_sync(since: str | None) -> tuple[float, Any]:
+            # A filter ID of its own for every timed request (uploaded untimed): the
+            # usual way clients pass a filter, and never an identical request.
+            filter_id = await client.upload_filter(alice, unique=True)
             started = time.monotonic()
-            result = await client.sync(alice, since)
+            result = await client.sync(alice, since, sync_filter=filter_id)
             return (time.monotonic() - started) * 1000, result
 
         first_ms, result = await timed_sync(None)
@@ -296,8 +301,8 @@ async def paginate(server: BenchServer, fill: dict[str, Any], *, limit: int = 10
 
 async def long_poll_capacity(server: BenchServer, *, steps: list[int], users: int = 100, connect_parallel: int = 32) -> dict[str, Any]:
     """`users` users share one room. For each step N: N raw connections each hold a
-    /sync long-poll (timeout 10 minutes; user i % users; each request of a user has
-    its own filter, so that no two are the same request), until the server's
+    /sync long-poll (timeout 10 minutes plus i ms, so that no two are the same
+    request; user i % users, with a stored filter that leaves out presence), until the server's
     CPU is idle; then its RSS is read, one message goes into the room, and the time
     until every long-poll has its answer is measured, with the server's CPU seconds
     for the wake."""
@@ -313,6 +318,10 @@ async def long_poll_capacity(server: BenchServer, *, steps: list[int], users: in
                 await client.join(user, room_id)
 
         await asyncio.gather(*(join(u) for u in people[1:]))
+        # Without presence: the sender of the wake-up message goes online when it
+        # sends and offline a while later, which would wake every long-poll of the
+        # next step early.
+        filter_ids = await asyncio.gather(*(client.upload_filter(u, {"presence": {"types": []}}) for u in people))
         for n in steps:
             tokens = await asyncio.gather(*(client.sync(u) for u in people))
             since = [t["next_batch"] for t in tokens]
@@ -321,6 +330,7 @@ async def long_poll_capacity(server: BenchServer, *, steps: list[int], users: in
             polls: list[RawLongPoll] = []
             connect_errors = 0
             opened_at = time.monotonic()
+            hold_cpu_before = server.cpu()
             gate = asyncio.Semaphore(connect_parallel)
 
             async def open_one(i: int) -> None:
@@ -328,12 +338,11 @@ async def long_poll_capacity(server: BenchServer, *, steps: list[int], users: in
                 user_index = i % users
                 params = {
                     "since": since[user_index],
-                    "timeout": "600000",
+                    # Ten minutes, and a different number of milliseconds for every
+                    # request of a user, so that no two requests are identical.
+                    "timeout": str(600000 + i),
                     "set_presence": "offline",
-                    # Without presence: the sender of the wake-up message goes online
-                    # when it sends and offline a while later, which would wake
-                    # every long-poll of the next step early.
-                    "filter": unique_filter({"presence": {"types": []}}),
+                    "filter": filter_ids[user_index],
                 }
                 request = raw_sync_request("127.0.0.1", server.port, people[user_index], params)
                 async with gate:
@@ -348,6 +357,7 @@ async def long_poll_capacity(server: BenchServer, *, steps: list[int], users: in
             settle_seconds = await wait_quiet(server, timeout=300)
             held_seconds = time.monotonic() - opened_at
             rss_held = server.rss()
+            hold_cpu = server.cpu() - hold_cpu_before
             early = sum(1 for p in polls if p.woke is not None)
             early_statuses = Counter(p.status for p in polls if p.woke is not None)
             early_sample = next((p.head.decode(errors="replace") for p in polls if p.woke is not None), "")
@@ -375,6 +385,7 @@ async def long_poll_capacity(server: BenchServer, *, steps: list[int], users: in
                     "connect_seconds": connected_seconds,
                     "settle_seconds": settle_seconds,
                     "held_after_seconds": held_seconds,
+                    "hold_cpu_ms_per_long_poll": hold_cpu / max(1, n) * 1000,
                     "answered_before_wake": early,
                     "early_statuses": {str(k): v for k, v in early_statuses.items()},
                     "early_sample": early_sample[-1500:],

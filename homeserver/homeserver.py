@@ -55,6 +55,7 @@ class HomeServer:
         self.db = Database.open(config.database_url)
         self.accounts = AccountStore(self.db)
         self.devices = KeyAwareDeviceStore(self.db)
+        self.accounts.user_changed.append(self.devices.forget_user)
         self.registration_tokens = RegistrationTokenStore(self.db)
         self.uia = UserInteractiveAuth(UiaStore(self.db))
         self.account_service = Accounts(config.server_name, self.accounts, self.devices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select, update
@@ -30,6 +31,13 @@ def _user(row: object) -> User:
 class AccountStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called with a user ID after a change that affects their sessions (admin
+        # flag, deactivation), so caches of token owners can drop it.
+        self.user_changed: list[Callable[[str], None]] = []
+
+    def _changed(self, user_id: str) -> None:
+        for listener in self.user_changed:
+            listener(user_id)
 
     async def get_user(self, user_id: str) -> User | None:
         async with self.db.read() as conn:
@@ -82,6 +90,7 @@ class AccountStore:
     async def set_admin(self, user_id: str, is_admin: bool) -> None:
         async with self.db.write() as conn:
             await conn.execute(update(users).where(users.c.user_id == user_id).values(is_admin=is_admin))
+        self._changed(user_id)
 
     async def set_profile_field(self, user_id: str, field: str, value: str | None) -> None:
         if field not in ("displayname", "avatar_url"):
@@ -98,3 +107,4 @@ class AccountStore:
             await conn.execute(delete(access_tokens).where(access_tokens.c.user_id == user_id))
             await conn.execute(delete(devices).where(devices.c.user_id == user_id))
             await conn.execute(update(users).where(users.c.user_id == user_id).values(values))
+        self._changed(user_id)

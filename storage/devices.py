@@ -6,6 +6,7 @@ enough to make a leaked database useless for logging in.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -14,6 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.database import Database
 from storage.schema import access_tokens, devices, users
+
+
+_TOKEN_CACHE_SECONDS = 30.0
+_TOKEN_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,38 @@ def _device(row: object) -> Device:
 class DeviceStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # token hash -> (owner, expiry on the monotonic clock). Every request looks its
+        # token up, so a burst of /sync long-polls would otherwise queue on the
+        # database pool. This process drops a user's entries whenever it deletes one
+        # of their tokens or changes the account (forget_user); the expiry bounds how
+        # long another process's change (PostgreSQL deployments) can go unseen.
+        self._owners: dict[str, tuple[TokenOwner, float]] = {}
+        # Bumped by every forget, so a lookup that raced with one is not cached.
+        self._generation = 0
+
+    def forget_user(self, user_id: str) -> None:
+        self._generation += 1
+        for token_hash in [h for h, (owner, _) in self._owners.items() if owner.user_id == user_id]:
+            del self._owners[token_hash]
 
     async def add_device(self, user_id: str, device: NewDevice, now_ms: int) -> None:
         async with self.db.write() as conn:
             await insert_device(conn, user_id, device, now_ms)
+        self.forget_user(user_id)
 
     async def get_token_owner(self, token_hash: str) -> TokenOwner | None:
+        cached = self._owners.get(token_hash)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        generation = self._generation
+        owner = await self._load_token_owner(token_hash)
+        if owner is not None and generation == self._generation:
+            if len(self._owners) >= _TOKEN_CACHE_SIZE:
+                self._owners.clear()
+            self._owners[token_hash] = (owner, time.monotonic() + _TOKEN_CACHE_SECONDS)
+        return owner
+
+    async def _load_token_owner(self, token_hash: str) -> TokenOwner | None:
         query = (
             select(access_tokens.c.user_id, access_tokens.c.device_id, users.c.is_admin)
             .join(users, users.c.user_id == access_tokens.c.user_id)
@@ -155,6 +186,7 @@ class DeviceStore:
             await conn.execute(
                 delete(devices).where(devices.c.user_id == user_id, devices.c.device_id.in_(ids))
             )
+        self.forget_user(user_id)
 
     async def delete_other_devices(self, user_id: str, keep_device_id: str | None) -> None:
         """Log out everywhere (keeping one device, e.g. after a password change)."""
@@ -166,3 +198,4 @@ class DeviceStore:
                 device_filter = device_filter & (devices.c.device_id != keep_device_id)
             await conn.execute(delete(access_tokens).where(token_filter))
             await conn.execute(delete(devices).where(device_filter))
+        self.forget_user(user_id)

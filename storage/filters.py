@@ -11,9 +11,15 @@ from storage.database import Database
 from storage.schema import user_filters
 
 
+_CACHE_SIZE = 10_000
+
+
 class FilterStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Filters never change once stored, and clients send the same filter ID with
+        # every /sync: keep their JSON and spare the database the lookup.
+        self._cache: dict[tuple[str, int], str] = {}
 
     async def add(self, user_id: str, definition: dict[str, Any]) -> int:
         async with self.db.write() as conn:
@@ -29,9 +35,17 @@ class FilterStore:
         return filter_id
 
     async def get(self, user_id: str, filter_id: int) -> dict[str, Any] | None:
+        cached = self._cache.get((user_id, filter_id))
+        if cached is not None:
+            return dict(json.loads(cached))
         query = select(user_filters.c.filter_json).where(
             user_filters.c.user_id == user_id, user_filters.c.filter_id == filter_id
         )
         async with self.db.read() as conn:
             row = (await conn.execute(query)).first()
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[(user_id, filter_id)] = row[0]
+        return dict(json.loads(row[0]))

@@ -369,3 +369,15 @@ async def test_cold_start_concurrent_reads_and_sends_stay_linear(make_server: Ca
     assert await _extremities(server, room_id) == [stored[-1].event_id]
     assert len([e for e in stored if e.type == "m.room.message"]) == 41
     assert_no_server_errors(server)
+
+
+async def test_identical_concurrent_creates_make_distinct_rooms(server: ServerProcess) -> None:
+    """v12 room IDs hash the create event: identical creates in one millisecond must not collide."""
+    user = register_user(server.base_url)
+    headers = {"Authorization": f"Bearer {user.access_token}"}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+        responses = await asyncio.gather(
+            *[client.post(f"{V3}/createRoom", json={"room_version": "12"}, headers=headers) for _ in range(20)]
+        )
+    assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses if r.status_code != 200]
+    assert len({r.json()["room_id"] for r in responses}) == 20

@@ -216,7 +216,17 @@ def cmd_users_reset_password(args: argparse.Namespace) -> None:
 
     async def work(hs: HomeServer, config: Config) -> None:
         user_id = _user_id(hs, args.user)
-        await hs.admin.reset_password(user_id, password, logout_devices=not args.keep_devices)
+        if server_is_running(config):
+            # Through the server: it caches sessions, and must end them itself.
+            await hs.admin.existing_user(user_id)
+            async with _live_server(hs, config, args.as_user) as live:
+                await live.request(
+                    "POST",
+                    f"/_synapse/admin/v1/reset_password/{quote(user_id)}",
+                    {"new_password": password, "logout_devices": not args.keep_devices},
+                )
+        else:
+            await hs.admin.reset_password(user_id, password, logout_devices=not args.keep_devices)
         print(f"Password of {user_id} reset" + ("" if args.keep_devices else "; all its sessions ended"))
 
     _run(args.config, work)
@@ -392,7 +402,7 @@ def add_admin_commands(commands: Any) -> None:
     p.add_argument("user")
     p.add_argument("--revoke", action="store_true", help="take the admin right away instead")
     p.set_defaults(func=cmd_users_set_admin)
-    p = users.add_parser("reset-password", parents=[common], help="set a new password, ending all sessions")
+    p = users.add_parser("reset-password", parents=[common, live], help="set a new password, ending all sessions")
     p.add_argument("user")
     p.add_argument("--password", "-p", default=None, help="(prompted for when omitted)")
     p.add_argument("--keep-devices", action="store_true", help="do not end the user's sessions")

@@ -25,9 +25,16 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 
+async def _is_admin_now(request: Request, user_id: str) -> bool:
+    # Read from the database, not the token cache: the admin flag may have just been
+    # changed by `homeserver admin` in another process, and admin calls are rare.
+    user = await request.app.state.hs.accounts.get_user(user_id)
+    return user is not None and user.is_admin and not user.deactivated
+
+
 async def require_admin(request: Request) -> Requester:
     requester = await require_user(request)
-    if not requester.is_admin:
+    if not await _is_admin_now(request, requester.user_id):
         raise forbidden("You are not a server admin")
     return requester
 
@@ -153,7 +160,7 @@ async def whois(request: Request) -> Response:
     requester = await require_user(request)
     user_id = request.path_params["user_id"]
     # The spec lets users look themselves up; anyone else needs to be an admin.
-    if user_id != requester.user_id and not requester.is_admin:
+    if user_id != requester.user_id and not await _is_admin_now(request, requester.user_id):
         raise forbidden("You are not a server admin")
     return json_response(await _admin(request).whois(user_id))
 

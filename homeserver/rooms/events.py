@@ -126,46 +126,53 @@ class RoomEvents:
 
     async def create_room(self, sender: str, room_version: RoomVersion, content: dict[str, Any], now_ms: int) -> tuple[str, StoredEvent]:
         """Persist a new room's create event; returns (room_id, event)."""
-        room_id: str | None = None
-        if not room_version.room_id_is_create_event_id:
-            room_id = f"!{secrets.token_urlsafe(18)}:{self.server_name}"
-        event_id, pdu = build_event(
-            room_version,
-            room_id=room_id,
-            sender=sender,
-            event_type="m.room.create",
-            state_key="",
-            content=content,
-            prev_event_ids=[],
-            auth_event_ids=[],
-            depth=1,
-            origin_server_ts=now_ms,
-            server_name=self.server_name,
-            signing_key=self._signing_key(),
-        )
-        if room_id is None:
-            room_id = room_id_from_create_event_id(event_id)
-        try:
-            check_auth(room_version, pdu, {})
-        except AuthError as exc:
-            raise MatrixError(400, "M_BAD_JSON", f"Invalid create event: {exc}") from None
-        state = {CREATE_KEY: event_id}
-        async with self.lock(room_id):
-            result = await self.events.persist(
-                NewEvent(
-                    event_id=event_id,
-                    room_id=room_id,
-                    pdu=pdu,
-                    state_group_before=None,
-                    state_after=state,
-                    new_room_version=room_version.identifier,
-                ),
-                now_ms,
+        # In v12 the room ID is the create event's hash: two identical createRoom
+        # requests in the same millisecond would name the same room, so a taken ID is
+        # retried one millisecond later.
+        for attempt in range(100):
+            room_id: str | None = None
+            if not room_version.room_id_is_create_event_id:
+                room_id = f"!{secrets.token_urlsafe(18)}:{self.server_name}"
+            event_id, pdu = build_event(
+                room_version,
+                room_id=room_id,
+                sender=sender,
+                event_type="m.room.create",
+                state_key="",
+                content=content,
+                prev_event_ids=[],
+                auth_event_ids=[],
+                depth=1,
+                origin_server_ts=now_ms + attempt,
+                server_name=self.server_name,
+                signing_key=self._signing_key(),
             )
-            self._heads[room_id] = RoomHead(room_version, event_id, dict(state), result.state_group, [(event_id, 1)])
-        stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
-        await self._notify(stored)
-        return room_id, stored
+            if room_id is None:
+                room_id = room_id_from_create_event_id(event_id)
+            try:
+                check_auth(room_version, pdu, {})
+            except AuthError as exc:
+                raise MatrixError(400, "M_BAD_JSON", f"Invalid create event: {exc}") from None
+            state = {CREATE_KEY: event_id}
+            async with self.lock(room_id):
+                if await self.events.get_room_version(room_id) is not None:
+                    continue
+                result = await self.events.persist(
+                    NewEvent(
+                        event_id=event_id,
+                        room_id=room_id,
+                        pdu=pdu,
+                        state_group_before=None,
+                        state_after=state,
+                        new_room_version=room_version.identifier,
+                    ),
+                    now_ms,
+                )
+                self._heads[room_id] = RoomHead(room_version, event_id, dict(state), result.state_group, [(event_id, 1)])
+            stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
+            await self._notify(stored)
+            return room_id, stored
+        raise MatrixError(503, "M_UNKNOWN", "Could not find a free room ID; try again")
 
     async def send(
         self,
