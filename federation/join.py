@@ -41,7 +41,7 @@ async def make_join(request: Request) -> Response:
             room_version=version.identifier,
         )
     content = {"membership": "join"}
-    prev = sorted(head.extremities, key=lambda e: -e[1])[:10]
+    prev_ids, depth = head.next_prev_events()
     template: dict[str, Any] = {
         "type": "m.room.member",
         "state_key": user_id,
@@ -49,8 +49,8 @@ async def make_join(request: Request) -> Response:
         "room_id": room_id,
         "content": content,
         "origin_server_ts": int(time.time() * 1000),
-        "depth": max(e[1] for e in prev) + 1,
-        "prev_events": [e[0] for e in prev],
+        "depth": depth,
+        "prev_events": prev_ids,
         "auth_events": select_auth_event_ids(version, "m.room.member", user_id, user_id, content, head.state_ids),
     }
     auth_state = await hs.room_events.auth_state(

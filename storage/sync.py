@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Iterable
 
 from sqlalchemy import func, select
@@ -14,6 +16,21 @@ from storage.schema import events, receipts, room_memberships
 UNREAD_TYPES = ("m.room.message", "m.room.encrypted", "m.sticker")
 UNREAD_CAP = 1000
 
+
+
+def _unread_conditions(room_id: str, user_id: str, upto: int) -> list[Any]:
+    """What counts as unread (until push rules decide): another user's accepted,
+    unredacted message in the room, up to `upto`."""
+    return [
+        events.c.room_id == room_id,
+        events.c.stream_ordering <= upto,
+        events.c.sender != user_id,
+        events.c.state_key.is_(None),
+        events.c.type.in_(UNREAD_TYPES),
+        events.c.redacted_by.is_(None),
+        events.c.outlier.is_(False),
+        events.c.rejected_reason.is_(None),
+    ]
 
 class SyncQueries:
     def __init__(self, db: Database) -> None:
@@ -50,25 +67,18 @@ class SyncQueries:
                 found.update(row[0] for row in await conn.execute(query))
         return found
 
+    async def _count(self, inner: Any) -> int:
+        async with self.db.read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(inner))).scalar() or 0)
+
     async def unread_count(self, room_id: str, user_id: str, after: int, upto: int) -> int:
         inner = (
             select(events.c.stream_ordering)
-            .where(
-                events.c.room_id == room_id,
-                events.c.stream_ordering > after,
-                events.c.stream_ordering <= upto,
-                events.c.sender != user_id,
-                events.c.state_key.is_(None),
-                events.c.type.in_(UNREAD_TYPES),
-                events.c.redacted_by.is_(None),
-                events.c.outlier.is_(False),
-                events.c.rejected_reason.is_(None),
-            )
+            .where(events.c.stream_ordering > after, *_unread_conditions(room_id, user_id, upto))
             .limit(UNREAD_CAP)
             .subquery()
         )
-        async with self.db.read() as conn:
-            return int((await conn.execute(select(func.count()).select_from(inner))).scalar() or 0)
+        return await self._count(inner)
 
     async def last_own_event(self, room_id: str, user_id: str, upto: int) -> int | None:
         query = select(func.max(events.c.stream_ordering)).where(
@@ -161,19 +171,11 @@ class SyncQueries:
         inner = (
             select(events.c.stream_ordering)
             .where(
-                events.c.room_id == room_id,
                 events.c.stream_ordering > func.coalesce(read, 0),
                 events.c.stream_ordering > func.coalesce(own, 0),
-                events.c.stream_ordering <= upto,
-                events.c.sender != user_id,
-                events.c.state_key.is_(None),
-                events.c.type.in_(UNREAD_TYPES),
-                events.c.redacted_by.is_(None),
-                events.c.outlier.is_(False),
-                events.c.rejected_reason.is_(None),
+                *_unread_conditions(room_id, user_id, upto),
             )
             .limit(UNREAD_CAP)
             .subquery()
         )
-        async with self.db.read() as conn:
-            return int((await conn.execute(select(func.count()).select_from(inner))).scalar() or 0)
+        return await self._count(inner)

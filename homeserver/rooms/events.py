@@ -56,6 +56,11 @@ class RoomHead:
     state_group: int
     extremities: list[tuple[str, int]] = field(default_factory=list)
 
+    def next_prev_events(self) -> tuple[list[str], int]:
+        """(prev_events, depth) for the next event built on this head."""
+        prev = sorted(self.extremities, key=lambda e: -e[1])[:MAX_PREV_EVENTS]
+        return [e[0] for e in prev], max(e[1] for e in prev) + 1
+
 
 class RoomEvents:
     def __init__(self, server_name: str, signing_key: Callable[[], SigningKey], events: EventStore) -> None:
@@ -170,7 +175,7 @@ class RoomEvents:
                 )
                 self._heads[room_id] = RoomHead(room_version, event_id, dict(state), result.state_group, [(event_id, 1)])
             stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
-            await self._notify(stored)
+            await self.notify(stored)
             return room_id, stored
         raise MatrixError(503, "M_UNKNOWN", "Could not find a free room ID; try again")
 
@@ -206,7 +211,7 @@ class RoomEvents:
                 await check(head, content)
             version = head.room_version
             auth_ids = select_auth_event_ids(version, event_type, state_key, sender, content, head.state_ids)
-            prev = sorted(head.extremities, key=lambda e: -e[1])[:MAX_PREV_EVENTS]
+            prev_ids, depth = head.next_prev_events()
             now_ms = int(time.time() * 1000)
             try:
                 event_id, pdu = build_event(
@@ -216,9 +221,9 @@ class RoomEvents:
                     event_type=event_type,
                     state_key=state_key,
                     content=content,
-                    prev_event_ids=[e[0] for e in prev],
+                    prev_event_ids=prev_ids,
                     auth_event_ids=auth_ids,
-                    depth=max(e[1] for e in prev) + 1,
+                    depth=depth,
                     origin_server_ts=now_ms,
                     server_name=self.server_name,
                     signing_key=self._signing_key(),
@@ -267,7 +272,7 @@ class RoomEvents:
             head.state_group = result.state_group
             head.extremities = [(event_id, pdu["depth"])]
         stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
-        await self._notify(stored)
+        await self.notify(stored)
         return stored
 
     async def _redaction_target(
@@ -289,7 +294,7 @@ class RoomEvents:
                 raise forbidden("You may not redact other users' events without the redact power level")
         return redacts
 
-    async def _notify(self, event: StoredEvent) -> None:
+    async def notify(self, event: StoredEvent) -> None:
         for listener in self.listeners:
             await listener(event)
 

@@ -141,7 +141,7 @@ class ReceivedEvents:
             else:
                 head.state_group = await self.events.store_state_snapshot(room_id, new_head_state)
         stored = StoredEvent(event_id, room_id, result.stream_ordering, stored_pdu, None, None, False)
-        await room_events._notify(stored)
+        await room_events.notify(stored)
         return stored
 
     async def _check_against(self, head: RoomHead, state_ids: dict[StateKey, str], pdu: dict[str, Any], what: str) -> None:
