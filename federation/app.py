@@ -11,7 +11,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from federation import invites, join, media, room_api, transactions
+from federation import (
+    e2ee,
+    invites,
+    join,
+    knock,
+    leave,
+    media,
+    notary,
+    public_rooms,
+    room_api,
+    transactions,
+)
 from federation.inbound_auth import authenticate
 from federation.keys import server_keys_response
 from homeserver.errors import MatrixError
@@ -73,11 +84,19 @@ async def query_directory(request: Request) -> Response:
 def federation_routes() -> list[Route]:
     return [
         Route("/_matrix/key/v2/server", server_keys, methods=["GET"]),
+        Route("/_matrix/key/v2/query/{server_name}", notary.query_one, methods=["GET"]),
+        Route("/_matrix/key/v2/query", notary.query_many, methods=["POST"]),
+        Route(f"{FED_V1}/publicRooms", public_rooms.serve_get, methods=["GET"]),
+        Route(f"{FED_V1}/publicRooms", public_rooms.serve_post, methods=["POST"]),
         Route(f"{FED_V1}/version", version, methods=["GET"]),
         Route(f"{FED_V1}/query/profile", query_profile, methods=["GET"]),
         Route(f"{FED_V1}/query/directory", query_directory, methods=["GET"]),
         Route(f"{FED_V1}/make_join/{{room_id}}/{{user_id}}", join.make_join, methods=["GET"]),
         Route("/_matrix/federation/v2/send_join/{room_id}/{event_id}", join.send_join, methods=["PUT"]),
+        Route(f"{FED_V1}/make_leave/{{room_id}}/{{user_id}}", leave.make_leave, methods=["GET"]),
+        Route("/_matrix/federation/v2/send_leave/{room_id}/{event_id}", leave.send_leave, methods=["PUT"]),
+        Route(f"{FED_V1}/make_knock/{{room_id}}/{{user_id}}", knock.make_knock, methods=["GET"]),
+        Route(f"{FED_V1}/send_knock/{{room_id}}/{{event_id}}", knock.send_knock, methods=["PUT"]),
         Route(f"{FED_V1}/send/{{txn_id}}", transactions.send_transaction, methods=["PUT"]),
         Route("/_matrix/federation/v2/invite/{room_id}/{event_id}", invites.receive_invite, methods=["PUT"]),
         Route(f"{FED_V1}/event/{{event_id}}", room_api.get_event, methods=["GET"]),
@@ -87,6 +106,9 @@ def federation_routes() -> list[Route]:
         Route(f"{FED_V1}/get_missing_events/{{room_id}}", room_api.get_missing_events, methods=["POST"]),
         Route(f"{FED_V1}/media/download/{{media_id}}", media.serve_download, methods=["GET"]),
         Route(f"{FED_V1}/media/thumbnail/{{media_id}}", media.serve_thumbnail, methods=["GET"]),
+        Route(f"{FED_V1}/user/devices/{{user_id}}", e2ee.user_devices, methods=["GET"]),
+        Route(f"{FED_V1}/user/keys/query", e2ee.user_keys_query, methods=["POST"]),
+        Route(f"{FED_V1}/user/keys/claim", e2ee.user_keys_claim, methods=["POST"]),
     ]
 
 

@@ -12,6 +12,7 @@ import httpx
 from signedjson.types import SigningKey
 
 from federation.discovery import ServerResolver
+from federation.ip_blocklist import IPRangeFilter, filtering_transport
 from federation.request_auth import authorization_header
 from homeserver.config import FederationSettings
 
@@ -39,11 +40,18 @@ class FederationClient:
         self.server_name = server_name
         self._signing_key = signing_key
         self.settings = settings
+        ip_filter = IPRangeFilter(settings.ip_range_blocklist, settings.ip_range_allowlist)
         self.http = httpx.AsyncClient(
-            verify=tls_verification(settings),
+            # Every connection of this client checks the address it goes to.
+            transport=filtering_transport(
+                ip_filter,
+                verify=tls_verification(settings),
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            ),
             timeout=httpx.Timeout(30.0, connect=10.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             headers={"User-Agent": "homeserver/0.1"},
+            # No proxies from the environment: a proxy would connect where we cannot check.
+            trust_env=False,
         )
         self.resolver = ServerResolver(self.http)
 

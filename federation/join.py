@@ -90,6 +90,10 @@ async def send_join(request: Request) -> Response:
         stored = await hs.received_events.accept(room_id, event_id, pdu)
     except RejectedEvent as exc:
         raise forbidden(exc.reason) from None
+    if stored.outlier:
+        # Soft-failed: allowed where it was built, not by the room as it is now.
+        raise forbidden("The join is not allowed by the room's current state")
+    await hs.federation.sender.relay(stored, origin)
     prev_ids = list(pdu.get("prev_events", []))
     groups = await hs.events.get_state_groups_of(prev_ids)
     state_ids: dict[Any, str] = {}

@@ -119,14 +119,26 @@ class FederationSender:
 
     async def on_event(self, event: StoredEvent) -> None:
         """RoomEvents listener: queue our own events for every other server in the room."""
-        hs = self.hs
-        if domain_of(event.sender) != hs.server_name:
+        if domain_of(event.sender) != self.hs.server_name:
             return
+        await self._enqueue(event, set())
+
+    async def relay(self, event: StoredEvent, origin: str) -> None:
+        """Queue another server's event that reached the room through us (send_join,
+        send_leave, send_knock) for the room's other servers: its origin is not in the
+        room yet (or any more), so it cannot tell them itself (spec: Server-Server API,
+        "Joining Rooms": the resident server sends the join to the other servers)."""
+        if event.outlier or event.rejected_reason:
+            return
+        await self._enqueue(event, {origin, domain_of(event.sender)})
+
+    async def _enqueue(self, event: StoredEvent, skip: set[str]) -> None:
+        hs = self.hs
         members = await hs.room_store.members(event.room_id, ("join", "invite", "knock"))
         destinations = {domain_of(m.user_id) for m in members}
         if event.type == "m.room.member" and event.state_key and ":" in event.state_key:
             destinations.add(domain_of(event.state_key))
-        destinations.discard(hs.server_name)
+        destinations -= skip | {hs.server_name}
         destinations = {d for d in destinations if hs.federation.client.allowed(d)}
         if not destinations:
             return

@@ -11,11 +11,18 @@ from typing import Any
 
 from signedjson.types import SigningKey
 
+from federation.backfill import Backfiller
 from federation.client import FederationClient, FederationError
+from federation.device_lists import DeviceListEdus
+from federation.e2ee import RemoteKeys
 from federation.edus import Edus
 from federation.invites import InviteSender
 from federation.key_fetcher import KeyFetcher
+from federation.knock import RemoteKnocker
+from federation.leave import RemoteLeaver
 from federation.media import RemoteMediaFetcher
+from federation.notary import Notary
+from federation.public_rooms import RemotePublicRooms
 from federation.remote_join import RemoteJoiner
 from federation.sender import FederationSender
 from federation.transactions import TransactionHandler
@@ -37,12 +44,30 @@ class Federation:
         self.sender = FederationSender(hs, OutboxStore(hs.db))
         self.joiner = RemoteJoiner(hs)
         self.invites = InviteSender(hs)
+        # History from before our join, leaves and knocks through resident servers.
+        self.backfiller = Backfiller(hs)
+        self.leaver = RemoteLeaver(hs)
+        self.knocker = RemoteKnocker(hs)
         # Other servers' media for our clients: the media service's `remote`.
         self.media = RemoteMediaFetcher(hs, self.client)
+        # Other servers' public room directories for our clients.
+        self.public_rooms = RemotePublicRooms(self.client)
+        # Other servers' keys for servers that use us as a notary.
+        self.notary = Notary(hs, self.client)
         # EDU type -> handler(origin, content); other parts of the server register here.
         self.edu_handlers: dict[str, EduHandler] = {}
         self.edus = Edus(hs)
         self.edus.register(self.edu_handlers)
+        # End-to-end encryption across servers: other servers' users' keys for our
+        # clients, and device-list, cross-signing, to-device and presence EDUs.
+        self.e2ee = RemoteKeys(hs)
+        self.device_lists = DeviceListEdus(hs, self.e2ee)
+        self.device_lists.register(self.edu_handlers)
+        hs.room_events.listeners.append(self.device_lists.on_event)
+        hs.e2ee.remote = self.e2ee
+        hs.e2ee.remote_edus = self.device_lists
+        hs.presence.is_local = hs.is_local_user
+        hs.presence.local_changed = self.device_lists.local_presence_changed
 
     async def start(self) -> None:
         await self.sender.start()

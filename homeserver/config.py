@@ -6,6 +6,7 @@ expected (`ConfigError`), never a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -101,12 +102,59 @@ class Media(_Strict):
         return value
 
 
+# Addresses outbound federation and remote media requests never connect to, as
+# Synapse's default: loopback, private, carrier-grade NAT, link-local, documentation,
+# multicast and unique-local ranges. A peer that resolves into one is unreachable, so
+# a remote server name cannot be used to reach services on our own network.
+DEFAULT_IP_RANGE_BLOCKLIST = [
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "::1/128",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+]
+
+
+def _check_cidrs(value: list[str]) -> list[str]:
+    for cidr in value:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"{cidr!r} is not an IP range (CIDR, e.g. 10.0.0.0/8)") from None
+    return value
+
+
 class FederationSettings(_Strict):
     enabled: bool = False
     verify_tls: bool = True
     ca_file: str | None = None
     domain_allowlist: list[str] | None = None
     domain_denylist: list[str] = []
+    # Outbound requests (federation, remote media and its redirects) to these
+    # addresses are refused; the allowlist punches holes in it.
+    ip_range_blocklist: list[str] = DEFAULT_IP_RANGE_BLOCKLIST
+    ip_range_allowlist: list[str] = []
+    # Answer other servers' /_matrix/federation/v1/publicRooms (false: 403, as Synapse).
+    allow_public_rooms_over_federation: bool = False
+
+    @field_validator("ip_range_blocklist", "ip_range_allowlist")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return _check_cidrs(value)
 
 
 class Passwords(_Strict):
@@ -120,6 +168,14 @@ class Rooms(_Strict):
     # Room admins (who may set m.room.canonical_alias) may publish their rooms to the
     # public directory; when false only server admins may.
     admins_may_publish: bool = True
+
+
+class PushSettings(_Strict):
+    # Evaluate push rules for every room event (notification counts, /notifications,
+    # push gateways); false: no counts and nothing is pushed.
+    enabled: bool = True
+    # Seconds to wait for a push gateway's answer before trying again later.
+    gateway_timeout_seconds: float = Field(10.0, gt=0, le=300)
 
 
 class PresenceSettings(_Strict):
@@ -160,6 +216,7 @@ class Config(_Strict):
     rooms: Rooms = Rooms()
     passwords: Passwords = Passwords()
     presence: PresenceSettings = PresenceSettings()
+    push: PushSettings = PushSettings()
     user_directory: UserDirectory = UserDirectory()
     server_notices: ServerNotices = ServerNotices()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -17,6 +17,12 @@ from homeserver.admin.media import QuarantineAwareMediaService
 from homeserver.config import Config
 from homeserver.e2ee.devices import KeyAwareDeviceStore
 from homeserver.media import ContentStore
+from homeserver.push import wire_push_rules
+from homeserver.push.delivery_wiring import (
+    start_push_delivery,
+    stop_push_delivery,
+    wire_push_delivery,
+)
 from homeserver.ratelimit import RateLimiter
 from homeserver.rooms.create import RoomCreator
 from homeserver.rooms.directory import Directory
@@ -63,6 +69,9 @@ class HomeServer:
         self.last_seen_written: dict[tuple[str, str], int] = {}
         self.signing_key: SigningKey | None = None
         self._wire_rooms(config)
+        self.push_rules = wire_push_rules(self)
+        # Before wire_sync: push counts are written before the sync listener wakes anyone.
+        wire_push_delivery(self)
         wire_sync(self)
         self.federation: Any = None
         if config.federation.enabled:
@@ -73,7 +82,11 @@ class HomeServer:
             self.room_events.listeners.append(self.federation.sender.on_event)
             self.membership.remote_join = self.federation.joiner.join
             self.membership.remote_invite = self.federation.invites.countersign
+            self.membership.remote_leave = self.federation.leaver.leave
+            self.membership.remote_knock = self.federation.knocker.knock
+            self.room_reader.backfill = self.federation.backfiller.backfill
             self.directory.remote_lookup = self.federation.query_alias
+            self.public_rooms.remote = self.federation.public_rooms.query
         self.admin_store = AdminStore(self.db)
 
         async def room_blocked(room_id: str) -> bool:
@@ -137,12 +150,14 @@ class HomeServer:
         version = await migrate(self.db)
         logger.info("Database ready (%s, schema version %d)", self.db.dialect, version)
         await start_sync(self)
+        await start_push_delivery(self)
 
     def begin_shutdown(self) -> None:
         """Let waiting long-polls answer now, so the listeners can close."""
         self.notifier.wake_all()
 
     async def stop(self) -> None:
+        await stop_push_delivery(self)
         await stop_sync(self)
         if self.federation is not None:
             await self.federation.close()

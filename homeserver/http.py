@@ -23,7 +23,9 @@ Model = TypeVar("Model", bound=BaseModel)
 class Body(BaseModel):
     """Base for request bodies: strict types, unknown keys ignored as the spec allows."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    # defer_build: a model's validator is built on its first use, not at import, so
+    # start-up does not pay for the bodies of endpoints nobody has called yet.
+    model_config = ConfigDict(strict=True, extra="ignore", defer_build=True)
 
 
 def _reject_constant(name: str) -> Any:

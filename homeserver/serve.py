@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -17,6 +18,7 @@ from homeserver.config import Config
 from homeserver.homeserver import HomeServer
 
 logger = logging.getLogger("homeserver")
+_M_ARENA_MAX = -8  # glibc's mallopt() parameter number
 
 
 class _Listener(uvicorn.Server):
@@ -119,7 +121,38 @@ async def serve(config: Config) -> None:
         await hs.stop()
 
 
+def _raise_open_files_limit() -> None:
+    """Every long-polling client holds a socket: let the process have as many as the
+    system allows it (the soft limit is often 1,024, the hard one far higher)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        logger.warning("Could not raise the open files limit")
+
+
+def _limit_malloc_arenas() -> None:
+    """glibc gives every thread that allocates its own malloc arena; with the
+    database worker threads that multiplies the memory a fragmented heap keeps.
+    Two arenas cost nothing measurable in speed here and tens of MiB less RSS. Must
+    run before any thread starts (MALLOC_ARENA_MAX in the environment wins)."""
+    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 def run(config: Config) -> None:
+    _limit_malloc_arenas()
+    _raise_open_files_limit()
     configure_logging(config.log_level)
     try:
         import uvloop

@@ -4,26 +4,47 @@ Stores call `read()` for a connection and `write()` for a transaction. On SQLite
 write transaction of this process is serialised by one lock, because SQLite has a
 single writer anyway and waiting on our own lock is cheaper than retrying on
 "database is locked".
+
+Hot paths (persisting a room event, looking up a transaction ID) run prebuilt Core
+statements through `run()` and `fetch()`: on SQLite they go straight to the driver with
+SQL compiled once, skipping SQLAlchemy's per-execution work (statement cache key,
+execution context, result wrapping), which costs several times what SQLite spends on a
+small INSERT. On PostgreSQL they are ordinary `execute` calls.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import bindparam, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql import Executable
+
+from storage import sqlite_inline
+
+Params = Mapping[str, Any]
 
 
 class Database:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, inline_path: str | None = None) -> None:
         self.engine = engine
         self.dialect: str = engine.dialect.name
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # The SQLite file when its connections are `sqlite_inline` ones (the fast path
+        # of run() and fetch()); None otherwise.
+        self._inline_path = inline_path
+        # fetch()'s own connection: autocommit, used without awaiting between execute
+        # and fetch, so no other task ever sees it mid-statement.
+        self._reader: sqlite3.Connection | None = None
+        # write_prebuilt()'s connection, used only under the write lock.
+        self._writer: sqlite3.Connection | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -33,12 +54,18 @@ class Database:
     def open(cls, url: str) -> Database:
         parsed = make_url(url)
         kwargs: dict[str, Any] = {}
+        inline_path: str | None = None
         if parsed.get_backend_name() == "sqlite":
             if parsed.database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
-            # aiosqlite runs each connection on a thread: a few let reads overlap writes.
             kwargs["pool_size"] = 4
+            if parsed.database and parsed.database != ":memory:" and not parsed.query:
+                # SQLite calls run on the loop's thread instead of aiosqlite's worker
+                # threads (see storage/sqlite_inline.py for why and what that relies on).
+                path = parsed.database
+                kwargs["async_creator"] = lambda: sqlite_inline.connect(path, timeout=30)
+                inline_path = path
         else:
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 10
@@ -48,7 +75,7 @@ class Database:
             # SQLAlchemy's own BEGIN handling for pysqlite is off by default; we issue
             # BEGIN ourselves so transactions really start where we say.
             event.listen(engine.sync_engine, "begin", _begin_sqlite)
-        return cls(engine)
+        return cls(engine, inline_path)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -66,8 +93,167 @@ class Database:
             async with self.engine.begin() as conn:
                 yield conn
 
+    @asynccontextmanager
+    async def write_prebuilt(self) -> AsyncIterator[Any]:
+        """A transaction for `run` alone (prebuilt statements, nothing else): on SQLite
+        this process's own writer connection, without SQLAlchemy's connection and
+        transaction handling (several hundred µs per transaction); elsewhere the same
+        as `write()`. Committed when the block exits normally, rolled back otherwise."""
+        if self._inline_path is None or self._write_lock is None:
+            async with self.write() as conn:
+                yield conn
+            return
+        async with self._write_lock:
+            if self._writer is None:
+                self._writer = _open_raw(self._inline_path)
+            raw = self._writer
+            raw.execute("BEGIN")
+            try:
+                yield _RawTransaction(raw)
+                raw.commit()
+            except BaseException:
+                if raw.in_transaction:
+                    raw.rollback()
+                raise
+
     async def close(self) -> None:
+        for raw in (self._reader, self._writer):
+            if raw is not None:
+                raw.close()
+        self._reader = self._writer = None
         await self.engine.dispose()
+
+    # --- prebuilt statements on the hot paths -------------------------------------
+
+    def upsert_statement(self, table: Any, columns: Sequence[str], key_columns: Sequence[str]) -> Executable:
+        """INSERT ... ON CONFLICT (key) DO UPDATE of `columns`, bound by column name and
+        built once, for `run`."""
+        return _upsert_statement(self.dialect, table, tuple(columns), tuple(key_columns))
+
+    async def run(
+        self, conn: AsyncConnection | _RawTransaction, statement: Executable, params: Params | Sequence[Params]
+    ) -> list[tuple[Any, ...]]:
+        """Execute a prebuilt statement (bound parameters by name; a list of parameter
+        sets runs it once per set) inside the transaction of `conn` (from `write()`,
+        `read()` or `write_prebuilt()`); returns its rows as plain tuples of driver
+        values (no result type conversion)."""
+        raw = conn.raw if isinstance(conn, _RawTransaction) else _raw_sqlite(conn)
+        if raw is None:
+            if isinstance(params, Mapping):
+                result = await conn.execute(statement, params)
+                return [tuple(row) for row in result] if result.returns_rows else []
+            await conn.execute(statement, list(params))
+            return []
+        return _run_raw(raw, statement, self.engine.dialect, params)
+
+    async def fetch(self, statement: Executable, params: Params) -> list[tuple[Any, ...]]:
+        """Run one prebuilt query outside any transaction; rows as in `run`."""
+        if self._inline_path is None:
+            async with self.read() as conn:
+                return [tuple(row) for row in await conn.execute(statement, params)]
+        if self._reader is None:
+            self._reader = _open_raw(self._inline_path)
+        return _run_raw(self._reader, statement, self.engine.dialect, params)
+
+
+class _RawTransaction:
+    """What `write_prebuilt()` yields on SQLite: only `Database.run` takes it."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self.raw = raw
+
+
+def _open_raw(path: str) -> sqlite3.Connection:
+    raw = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    _configure_sqlite(raw, None)
+    return raw
+
+
+# A statement's bound parameters in order: (name, type conversion or None, the value
+# of a parameter SQLAlchemy set itself or _NO_DEFAULT).
+_NO_DEFAULT: Any = object()
+_Binds = tuple[tuple[str, Callable[[Any], Any] | None, Any], ...]
+# id(statement) -> (statement, SQL, its parameters); only SQLite statements, so the
+# dialect is always the same.
+_compiled: dict[int, tuple[Executable, str, _Binds]] = {}
+_MAX_COMPILED = 2000
+_upserts: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Executable] = {}
+
+
+def _raw_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
+    """The sqlite3 connection under `conn` when it is a `sqlite_inline` one."""
+    driver = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+    return driver._conn if isinstance(driver, sqlite_inline.InlineConnection) else None
+
+
+def _prepared(statement: Executable, dialect: Any) -> tuple[str, _Binds]:
+    entry = _compiled.get(id(statement))
+    if entry is not None and entry[0] is statement:
+        return entry[1], entry[2]
+    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    # No IN lists expanded at execution time: their SQL depends on the parameters.
+    if compiled.post_compile_params or compiled.positiontup is None:
+        raise ValueError(f"not a statement for the fast path: {compiled.string}")
+    processors = compiled._bind_processors
+    binds = tuple(
+        (name, processors.get(name), _NO_DEFAULT if compiled.binds[name].required else compiled.binds[name].effective_value)
+        for name in compiled.positiontup
+    )
+    if len(_compiled) >= _MAX_COMPILED:
+        # Only prebuilt statements belong here; a caller passing new ones each time
+        # would otherwise grow this forever.
+        _compiled.clear()
+    _compiled[id(statement)] = (statement, compiled.string, binds)
+    return compiled.string, binds
+
+
+def _values(binds: _Binds, params: Params) -> list[Any]:
+    values = []
+    for name, convert, default in binds:
+        # Parameters SQLAlchemy adds itself (such as SQLite's OFFSET after a LIMIT)
+        # carry their value; ours must be given.
+        value = params[name] if default is _NO_DEFAULT or name in params else default
+        values.append(value if convert is None else convert(value))
+    return values
+
+
+def _run_raw(
+    raw: sqlite3.Connection, statement: Executable, dialect: Any, params: Params | Sequence[Params]
+) -> list[tuple[Any, ...]]:
+    sql, binds = _prepared(statement, dialect)
+    try:
+        if isinstance(params, Mapping):
+            cursor = raw.execute(sql, _values(binds, params))
+        else:
+            cursor = raw.executemany(sql, [_values(binds, p) for p in params])
+        rows = cursor.fetchall() if cursor.description else []
+        cursor.close()
+        return rows
+    except sqlite3.Error as exc:
+        # The same exception classes as through SQLAlchemy (IntegrityError, ...).
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+
+
+def _upsert_statement(dialect: str, table: Any, columns: tuple[str, ...], key_columns: tuple[str, ...]) -> Executable:
+    cache_key = (dialect, table.name, columns, key_columns)
+    statement = _upserts.get(cache_key)
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        base = dialect_insert(table).values({c: bindparam(c) for c in columns})
+        # The proposed row's values (`excluded`), so the statement is the same for
+        # every call and can be compiled once.
+        updates = {c: base.excluded[c] for c in columns if c not in key_columns}
+        if updates:
+            statement = base.on_conflict_do_update(index_elements=list(key_columns), set_=updates)
+        else:
+            statement = base.on_conflict_do_nothing(index_elements=list(key_columns))
+        _upserts[cache_key] = statement
+    return statement
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -85,21 +271,26 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _begin_sqlite(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    driver = conn.connection.driver_connection
+    if isinstance(driver, sqlite_inline.InlineConnection):
+        # Straight to the driver: a full SQLAlchemy execution per transaction costs
+        # more than the statements of most transactions.
+        driver._conn.execute("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN")
 
 
 async def upsert(
     conn: AsyncConnection, table: Any, values: dict[str, Any], key_columns: list[str]
 ) -> None:
-    """INSERT ... ON CONFLICT (key) DO UPDATE, in the dialect of `conn`."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    """INSERT ... ON CONFLICT (key) DO UPDATE, in the dialect of `conn`.
+
+    SQLAlchemy cannot cache ON CONFLICT statements and compiled each one anew (about
+    a millisecond); this builds one statement per table and column set, and on SQLite
+    runs it with SQL compiled once."""
+    statement = _upsert_statement(conn.dialect.name, table, tuple(values), tuple(key_columns))
+    raw = _raw_sqlite(conn)
+    if raw is None:
+        await conn.execute(statement, values)
     else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(table).values(**values)
-    updates = {k: v for k, v in values.items() if k not in key_columns}
-    if updates:
-        statement = statement.on_conflict_do_update(index_elements=key_columns, set_=updates)
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=key_columns)
-    await conn.execute(statement)
+        _run_raw(raw, statement, conn.dialect, values)

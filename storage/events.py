@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 
 from storage.database import Database, upsert
 from storage.schema import (
@@ -86,6 +86,21 @@ class NewEvent:
     # The room's whole current state after this event, when it is not simply the old
     # current state plus this event (a remote event that merges a fork).
     current_state: Mapping[StateKey, str] | None = None
+    # A remote event that passed auth against the state before it but not against
+    # current state (spec: "Soft failure"): kept in the graph with its state group,
+    # but stored as an outlier, so clients never see it, and never a forward
+    # extremity, so our own events do not build on it.
+    soft_failed: bool = False
+
+
+@dataclass(frozen=True)
+class BackfilledEvent:
+    """An older event fetched with /backfill, checked, with the state after it."""
+
+    event_id: str
+    pdu: dict[str, Any]
+    state_after: Mapping[StateKey, str]
+    rejected_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +122,12 @@ class EventStore:
     async def persist(self, new: NewEvent, now_ms: int) -> PersistResult:
         pdu = new.pdu
         state_key = pdu.get("state_key")
-        async with self.db.write() as conn:
+        db = self.db
+        # Prebuilt statements through db.run: this transaction runs once per event, and
+        # building and compiling its statements cost more than executing them. Only a
+        # new room or a replaced current state need statements of their own.
+        simple = new.new_room_version is None and new.current_state is None
+        async with db.write_prebuilt() if simple else db.write() as conn:
             if new.new_room_version is not None:
                 await conn.execute(
                     insert(rooms).values(
@@ -118,74 +138,66 @@ class EventStore:
                         is_public=False,
                     )
                 )
-            result = await conn.execute(
-                insert(events)
-                .values(_event_row(new.event_id, new.room_id, pdu, outlier=False))
-                .returning(events.c.stream_ordering)
-            )
-            stream_ordering = int(result.scalar_one())
+            # A soft-failed event (see NewEvent.soft_failed) is an outlier with edges and
+            # a state group, but touches no extremity, current state or membership.
+            soft = new.soft_failed
+            rows = await db.run(conn, _INSERT_EVENT, _event_row(new.event_id, new.room_id, pdu, outlier=soft))
+            stream_ordering = int(rows[0][0])
             prev_ids = list(pdu.get("prev_events", []))
             if prev_ids:
-                await conn.execute(
-                    insert(event_edges), [{"event_id": new.event_id, "prev_event_id": p} for p in prev_ids]
-                )
-                await conn.execute(
-                    delete(room_forward_extremities).where(
-                        room_forward_extremities.c.room_id == new.room_id,
-                        room_forward_extremities.c.event_id.in_(prev_ids),
-                    )
-                )
+                await db.run(conn, _INSERT_EDGE, [{"event_id": new.event_id, "prev_event_id": p} for p in prev_ids])
+                if not soft:
+                    await db.run(conn, _DELETE_EXTREMITY, [{"room": new.room_id, "event": p} for p in prev_ids])
             auth_ids = list(pdu.get("auth_events", []))
             if auth_ids:
-                await conn.execute(insert(event_auth), [{"event_id": new.event_id, "auth_id": a} for a in auth_ids])
-            await conn.execute(insert(room_forward_extremities).values(room_id=new.room_id, event_id=new.event_id))
+                await db.run(conn, _INSERT_AUTH, [{"event_id": new.event_id, "auth_id": a} for a in auth_ids])
+            if not soft:
+                await db.run(conn, _INSERT_EXTREMITY, {"room_id": new.room_id, "event_id": new.event_id})
 
             if state_key is not None:
                 key = (pdu["type"], state_key)
                 group = await self.state.store_group(
                     conn, new.room_id, new.state_group_before, {key: new.event_id}, new.state_after
                 )
-                await upsert(
+            if state_key is not None and not soft:
+                await db.run(
                     conn,
-                    current_state,
+                    db.upsert_statement(current_state, _CURRENT_STATE_COLUMNS, _CURRENT_STATE_KEY),
                     {"room_id": new.room_id, "type": key[0], "state_key": key[1], "event_id": new.event_id},
-                    ["room_id", "type", "state_key"],
                 )
                 if pdu["type"] == "m.room.member":
                     member_row = _membership_row(new.room_id, new.event_id, pdu, stream_ordering)
-                    await upsert(conn, room_memberships, member_row, ["room_id", "user_id"])
-            else:
+                    await db.run(conn, db.upsert_statement(room_memberships, tuple(member_row), _MEMBERSHIP_KEY), member_row)
+            elif state_key is None:
                 assert new.state_group_before is not None
                 group = new.state_group_before
-            await conn.execute(insert(event_to_state_group).values(event_id=new.event_id, state_group=group))
+            await db.run(conn, _INSERT_EVENT_STATE_GROUP, {"event_id": new.event_id, "state_group": group})
 
-            if new.current_state is not None:
+            if new.current_state is not None and not soft:
                 await self._replace_current_state(conn, new.room_id, new.current_state)
 
             if new.txn is not None:
                 user_id, device_id, txn_id = new.txn
-                await conn.execute(
-                    insert(event_txn_ids).values(
-                        user_id=user_id, device_id=device_id, txn_id=txn_id, event_id=new.event_id, created_ts=now_ms
-                    )
+                await db.run(
+                    conn,
+                    _INSERT_TXN,
+                    {"user_id": user_id, "device_id": device_id, "txn_id": txn_id, "event_id": new.event_id, "created_ts": now_ms},
                 )
-            if new.relation is not None:
-                await conn.execute(
-                    insert(event_relations).values(
-                        event_id=new.event_id,
-                        room_id=new.room_id,
-                        relates_to_id=new.relation[0],
-                        rel_type=new.relation[1],
-                        stream_ordering=stream_ordering,
-                    )
+            if new.relation is not None and not soft:
+                await db.run(
+                    conn,
+                    _INSERT_RELATION,
+                    {
+                        "event_id": new.event_id,
+                        "room_id": new.room_id,
+                        "relates_to_id": new.relation[0],
+                        "rel_type": new.relation[1],
+                        "stream_ordering": stream_ordering,
+                    },
                 )
-            if new.redacts is not None:
-                await conn.execute(
-                    update(events)
-                    .where(events.c.event_id == new.redacts, events.c.redacted_by.is_(None))
-                    .values(redacted_by=new.event_id)
-                )
-        if new.redacts is not None:
+            if new.redacts is not None and not soft:
+                await db.run(conn, _APPLY_REDACTION, {"target": new.redacts, "by": new.event_id})
+        if new.redacts is not None and not new.soft_failed:
             self._cache.pop(new.redacts, None)
         if state_key is not None:
             self.state.remember(group, new.state_after)
@@ -254,6 +266,128 @@ class EventStore:
                 conn, room_memberships, _membership_row(room_id, event_id, pdu, stream_ordering), ["room_id", "user_id"]
             )
         return StoredEvent(event_id, room_id, stream_ordering, pdu, None, None, True)
+
+    async def store_outlier_membership(self, room_id: str, event_id: str, pdu: dict[str, Any]) -> StoredEvent:
+        """A member event of a room we are not in (a leave rejecting a remote invite,
+        a knock on a remote room): an outlier the member's membership row points at.
+        An existing outlier row of the same event is reused."""
+        existing = await self.get_event(event_id)
+        async with self.db.write() as conn:
+            if existing is None:
+                result = await conn.execute(
+                    insert(events)
+                    .values(_event_row(event_id, room_id, pdu, outlier=True))
+                    .returning(events.c.stream_ordering)
+                )
+                stream_ordering = int(result.scalar_one())
+            else:
+                stream_ordering = existing.stream_ordering
+            await upsert(
+                conn, room_memberships, _membership_row(room_id, event_id, pdu, stream_ordering), ["room_id", "user_id"]
+            )
+        return StoredEvent(event_id, room_id, stream_ordering, pdu, None, None, True)
+
+    async def min_stream_ordering(self) -> int:
+        async with self.db.read() as conn:
+            value = (await conn.execute(select(func.min(events.c.stream_ordering)))).scalar()
+        return int(value if value is not None else 1)
+
+    async def backward_extremities(self, room_id: str, scan: int = 200) -> list[str]:
+        """prev_events of the room's oldest `scan` timeline events that we do not hold
+        in the graph (as a timeline event, or a soft-failed one with its state): where
+        /backfill has to continue. Empty once history reaches the create event."""
+        oldest = (
+            select(events.c.event_id)
+            .where(events.c.room_id == room_id, events.c.outlier.is_(False))
+            .order_by(events.c.stream_ordering.asc())
+            .limit(scan)
+            .subquery()
+        )
+        query = select(event_edges.c.prev_event_id).where(event_edges.c.event_id.in_(select(oldest.c.event_id)))
+        async with self.db.read() as conn:
+            prev_ids = list(dict.fromkeys(row.prev_event_id for row in await conn.execute(query)))
+        held = await self.held_in_graph(prev_ids)
+        return [p for p in prev_ids if p not in held]
+
+    async def held_in_graph(self, event_ids: list[str]) -> set[str]:
+        """The events among `event_ids` stored as part of the graph (with a state group),
+        as opposed to unknown or kept only as state / auth chain outliers."""
+        return set(await self.get_state_groups_of(list(event_ids)))
+
+    async def persist_backfilled(self, room_id: str, backfilled: list[BackfilledEvent]) -> list[StoredEvent]:
+        """Store history older than anything the room holds, oldest first in `backfilled`.
+
+        Each event gets an explicit stream_ordering below the smallest in the database
+        (negative ones, decreasing into the past; both SQLite's AUTOINCREMENT and
+        PostgreSQL's BIGSERIAL take explicit values without moving their sequence), so
+        /messages sorts them before everything we have and /sync, which reads forward
+        from a position, never sees them. Events we held as outliers (state and auth
+        chain from the join) are moved into the timeline. Neither current state nor
+        memberships change: this is the past. The caller serialises calls."""
+        if not backfilled:
+            return []
+        lowest = await self.min_stream_ordering()
+        known = await self.get_events([b.event_id for b in backfilled])
+        stored: list[StoredEvent] = []
+        states: list[tuple[int, Mapping[StateKey, str]]] = []
+        async with self.db.write() as conn:
+            prev_group: int | None = None
+            prev_state: Mapping[StateKey, str] = {}
+            # The newest gets lowest - 1, the oldest the smallest value.
+            position = lowest - len(backfilled)
+            for item in backfilled:
+                row = _event_row(item.event_id, room_id, item.pdu, outlier=False)
+                row["rejected_reason"] = item.rejected_reason
+                if item.event_id in known:
+                    await conn.execute(
+                        update(events)
+                        .where(events.c.event_id == item.event_id)
+                        .values(stream_ordering=position, outlier=False, rejected_reason=item.rejected_reason)
+                    )
+                else:
+                    await conn.execute(insert(events).values(stream_ordering=position, **row))
+                    auth_ids = list(item.pdu.get("auth_events", []))
+                    if auth_ids:
+                        await conn.execute(
+                            insert(event_auth), [{"event_id": item.event_id, "auth_id": a} for a in auth_ids]
+                        )
+                prev_ids = list(item.pdu.get("prev_events", []))
+                if prev_ids:
+                    await conn.execute(
+                        insert(event_edges), [{"event_id": item.event_id, "prev_event_id": p} for p in prev_ids]
+                    )
+                delta = {k: v for k, v in item.state_after.items() if prev_state.get(k) != v}
+                if prev_group is not None and not (prev_state.keys() - item.state_after.keys()):
+                    group = (
+                        prev_group
+                        if not delta
+                        else await self.state.store_group(conn, room_id, prev_group, delta, item.state_after)
+                    )
+                else:
+                    group = await self.state.store_group(conn, room_id, None, {}, item.state_after)
+                await conn.execute(insert(event_to_state_group).values(event_id=item.event_id, state_group=group))
+                relation = _relation_of(item.pdu)
+                if relation is not None and item.rejected_reason is None:
+                    await conn.execute(
+                        insert(event_relations).values(
+                            event_id=item.event_id,
+                            room_id=room_id,
+                            relates_to_id=relation[0],
+                            rel_type=relation[1],
+                            stream_ordering=position,
+                        )
+                    )
+                states.append((group, item.state_after))
+                prev_group, prev_state = group, item.state_after
+                stored.append(
+                    StoredEvent(item.event_id, room_id, position, item.pdu, None, item.rejected_reason, False)
+                )
+                position += 1
+        for event in stored:
+            self._cache.pop(event.event_id, None)
+        for group, state in states:
+            self.state.remember(group, state)
+        return stored
 
     async def store_state_snapshot(self, room_id: str, state: Mapping[StateKey, str]) -> int:
         """A state group holding exactly `state` (for states no single event ends in)."""
@@ -372,14 +506,8 @@ class EventStore:
             return {(row.type, row.state_key): row.event_id for row in await conn.execute(query)}
 
     async def event_id_for_txn(self, user_id: str, device_id: str, txn_id: str) -> str | None:
-        query = select(event_txn_ids.c.event_id).where(
-            event_txn_ids.c.user_id == user_id,
-            event_txn_ids.c.device_id == device_id,
-            event_txn_ids.c.txn_id == txn_id,
-        )
-        async with self.db.read() as conn:
-            row = (await conn.execute(query)).first()
-        return row[0] if row else None
+        rows = await self.db.fetch(_TXN_EVENT, {"user_id": user_id, "device_id": device_id, "txn_id": txn_id})
+        return rows[0][0] if rows else None
 
     async def txn_ids_for(self, user_id: str, device_id: str, event_ids: list[str]) -> dict[str, str]:
         """event_id -> txn_id for the events among `event_ids` that this device sent."""
@@ -414,6 +542,14 @@ class EventStore:
     ) -> list[StoredEvent]:
         """Accepted room events with after < stream_ordering < before, newest first when
         `backwards`, else oldest first."""
+        if not (types or not_types or senders or not_senders) and contains_url is None:
+            # Every incremental /sync and most /messages pages: a prebuilt query.
+            statement = _room_events_query(after is not None, before is not None, backwards)
+            rows = await self.db.fetch(statement, {"room_id": room_id, "after": after, "before": before, "limit": limit})
+            found = [_stored_from_tuple(row) for row in rows]
+            for event in found:
+                self._remember(event)
+            return found
         query = _EVENT_COLUMNS.where(
             events.c.room_id == room_id, events.c.outlier.is_(False), events.c.rejected_reason.is_(None)
         )
@@ -521,6 +657,17 @@ def _membership_row(room_id: str, event_id: str, pdu: Mapping[str, Any], stream_
     }
 
 
+def _relation_of(pdu: Mapping[str, Any]) -> tuple[str, str] | None:
+    content = pdu.get("content")
+    relates = content.get("m.relates_to") if isinstance(content, Mapping) else None
+    if not isinstance(relates, Mapping):
+        return None
+    event_id, rel_type = relates.get("event_id"), relates.get("rel_type")
+    if isinstance(event_id, str) and isinstance(rel_type, str):
+        return event_id, rel_type
+    return None
+
+
 def _type_matches(pattern: str) -> Any:
     # Filters allow a trailing '*' wildcard on event types.
     if pattern.endswith("*"):
@@ -528,6 +675,37 @@ def _type_matches(pattern: str) -> Any:
         return events.c.type.like(prefix + "%", escape="\\")
     return events.c.type == pattern
 
+
+def _prebuilt_insert(table: Any, *columns: str) -> Any:
+    return insert(table).values({c: bindparam(c) for c in columns})
+
+
+_INSERT_EVENT = _prebuilt_insert(
+    events,
+    "event_id", "room_id", "depth", "type", "state_key", "sender", "origin_server_ts", "outlier", "rejected_reason", "redacted_by", "json",
+).returning(events.c.stream_ordering)  # fmt: skip
+_INSERT_EDGE = _prebuilt_insert(event_edges, "event_id", "prev_event_id")
+_INSERT_AUTH = _prebuilt_insert(event_auth, "event_id", "auth_id")
+_INSERT_EXTREMITY = _prebuilt_insert(room_forward_extremities, "room_id", "event_id")
+_DELETE_EXTREMITY = delete(room_forward_extremities).where(
+    room_forward_extremities.c.room_id == bindparam("room"), room_forward_extremities.c.event_id == bindparam("event")
+)
+_INSERT_EVENT_STATE_GROUP = _prebuilt_insert(event_to_state_group, "event_id", "state_group")
+_INSERT_TXN = _prebuilt_insert(event_txn_ids, "user_id", "device_id", "txn_id", "event_id", "created_ts")
+_INSERT_RELATION = _prebuilt_insert(event_relations, "event_id", "room_id", "relates_to_id", "rel_type", "stream_ordering")
+_APPLY_REDACTION = (
+    update(events)
+    .where(events.c.event_id == bindparam("target"), events.c.redacted_by.is_(None))
+    .values(redacted_by=bindparam("by"))
+)
+_CURRENT_STATE_COLUMNS = ("room_id", "type", "state_key", "event_id")
+_CURRENT_STATE_KEY = ("room_id", "type", "state_key")
+_MEMBERSHIP_KEY = ("room_id", "user_id")
+_TXN_EVENT = select(event_txn_ids.c.event_id).where(
+    event_txn_ids.c.user_id == bindparam("user_id"),
+    event_txn_ids.c.device_id == bindparam("device_id"),
+    event_txn_ids.c.txn_id == bindparam("txn_id"),
+)
 
 _EVENT_COLUMNS = select(
     events.c.event_id,
@@ -538,6 +716,41 @@ _EVENT_COLUMNS = select(
     events.c.rejected_reason,
     events.c.outlier,
 )
+
+
+_ROOM_EVENTS: dict[tuple[bool, bool, bool], Any] = {}
+
+
+def _room_events_query(after: bool, before: bool, backwards: bool) -> Any:
+    """room_events without filters, built once per shape (bound: room_id, after,
+    before, limit)."""
+    key = (after, before, backwards)
+    query = _ROOM_EVENTS.get(key)
+    if query is None:
+        query = _EVENT_COLUMNS.where(
+            events.c.room_id == bindparam("room_id"), events.c.outlier.is_(False), events.c.rejected_reason.is_(None)
+        )
+        if after:
+            query = query.where(events.c.stream_ordering > bindparam("after"))
+        if before:
+            query = query.where(events.c.stream_ordering < bindparam("before"))
+        order = events.c.stream_ordering.desc() if backwards else events.c.stream_ordering.asc()
+        query = _ROOM_EVENTS[key] = query.order_by(order).limit(bindparam("limit"))
+    return query
+
+
+def _stored_from_tuple(row: tuple[Any, ...]) -> StoredEvent:
+    """A StoredEvent from an _EVENT_COLUMNS row as `Database.fetch` returns it."""
+    event_id, room_id, stream_ordering, raw_json, redacted_by, rejected_reason, outlier = row
+    return StoredEvent(
+        event_id=event_id,
+        room_id=room_id,
+        stream_ordering=int(stream_ordering),
+        pdu=json.loads(raw_json),
+        redacted_by=redacted_by,
+        rejected_reason=rejected_reason,
+        outlier=bool(outlier),
+    )
 
 
 def _stored(row: Any) -> StoredEvent:

@@ -421,6 +421,129 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX remote_media_sha256 ON remote_media (sha256)",
         ],
     ),
+    (
+        9,
+        "push rules: users' own rules and their settings of the server-default rules",
+        [
+            # A user's own rules; `position` orders the rules of one kind, lowest first
+            # (the most important). conditions (override/underride) and actions are
+            # JSON; pattern is for content rules.
+            """CREATE TABLE push_rules (
+                user_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                rule_id TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                conditions TEXT,
+                pattern TEXT,
+                actions TEXT NOT NULL,
+                enabled BOOLEAN NOT NULL,
+                PRIMARY KEY (user_id, kind, rule_id)
+            )""",
+            # A user's changes to a server-default rule: NULL means "as the default".
+            """CREATE TABLE push_rule_defaults (
+                user_id TEXT NOT NULL,
+                rule_id TEXT NOT NULL,
+                enabled BOOLEAN,
+                actions TEXT,
+                PRIMARY KEY (user_id, rule_id)
+            )""",
+        ],
+    ),
+    (
+        10,
+        "push: notification actions, read marks of own events, pushers",
+        [
+            # One row per (user, event) that push rules gave actions, for
+            # /notifications and pusher delivery. Keyed by stream position first, so
+            # the thousand rows of a message in a big room are appended together
+            # (a user-first key would dirty a page per recipient).
+            """CREATE TABLE event_push_actions (
+                stream_ordering BIGINT NOT NULL,
+                user_id TEXT NOT NULL,
+                room_id TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                thread_id TEXT NOT NULL,
+                actions TEXT NOT NULL,
+                notify BOOLEAN NOT NULL,
+                highlight BOOLEAN NOT NULL,
+                ts BIGINT NOT NULL,
+                PRIMARY KEY (stream_ordering, user_id)
+            )""",
+            # The unread counts themselves, per user, room and thread: incremented
+            # with each notification, recounted when a read receipt moves, zeroed by
+            # the user's own event. Small (a row per user, room and thread), so the
+            # per-message increments touch few pages.
+            """CREATE TABLE event_push_summary (
+                user_id TEXT NOT NULL,
+                room_id TEXT NOT NULL,
+                thread_id TEXT NOT NULL,
+                notifications BIGINT NOT NULL,
+                highlights BIGINT NOT NULL,
+                PRIMARY KEY (user_id, room_id, thread_id)
+            )""",
+            # A user's own newest event in a room reads everything before it.
+            """CREATE TABLE push_own_events (
+                user_id TEXT NOT NULL,
+                room_id TEXT NOT NULL,
+                stream_ordering BIGINT NOT NULL,
+                PRIMARY KEY (user_id, room_id)
+            )""",
+            """INSERT INTO push_own_events (user_id, room_id, stream_ordering)
+                SELECT sender, room_id, max(stream_ordering) FROM events GROUP BY sender, room_id""",
+            # last_stream_ordering: the newest action delivered to the gateway, so a
+            # restart resumes from there.
+            """CREATE TABLE pushers (
+                user_id TEXT NOT NULL,
+                app_id TEXT NOT NULL,
+                pushkey TEXT NOT NULL,
+                device_id TEXT,
+                kind TEXT NOT NULL,
+                app_display_name TEXT NOT NULL,
+                device_display_name TEXT NOT NULL,
+                profile_tag TEXT,
+                lang TEXT NOT NULL,
+                data TEXT NOT NULL,
+                pushkey_ts BIGINT NOT NULL,
+                last_stream_ordering BIGINT NOT NULL,
+                PRIMARY KEY (user_id, app_id, pushkey)
+            )""",
+            "CREATE INDEX pushers_key ON pushers (app_id, pushkey)",
+            # Read positions of one user across rooms (push badge counts, /notifications).
+            "CREATE INDEX receipts_user ON receipts (user_id, room_id)",
+        ],
+    ),
+    (
+        11,
+        "federation: other servers' users' device lists, cached",
+        [
+            # One row per remote user whose device list we hold: the stream_id of
+            # their server's last m.device_list_update we applied, and `stale` once an
+            # update arrived that we could not apply (a gap): the next query refetches.
+            """CREATE TABLE remote_device_lists (
+                user_id TEXT PRIMARY KEY,
+                stream_id BIGINT NOT NULL,
+                stale BOOLEAN NOT NULL DEFAULT FALSE,
+                master_key TEXT,
+                self_signing_key TEXT,
+                updated_ts BIGINT NOT NULL
+            )""",
+            """CREATE TABLE remote_devices (
+                user_id TEXT NOT NULL,
+                device_id TEXT NOT NULL,
+                display_name TEXT,
+                key_json TEXT,
+                PRIMARY KEY (user_id, device_id)
+            )""",
+            # The device-list positions at which a local user's devices changed (what
+            # m.device_list_update numbers stream_id/prev_id by; cross-signing and
+            # signature-only changes of device_list_changes are not among them).
+            """CREATE TABLE local_device_list_updates (
+                user_id TEXT NOT NULL,
+                stream_id BIGINT NOT NULL,
+                PRIMARY KEY (user_id, stream_id)
+            )""",
+        ],
+    ),
 ]
 
 

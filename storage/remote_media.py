@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.database import Database, upsert
+from storage.media import dialect_insert
 from storage.schema import media_content, remote_media
 
 
@@ -42,10 +41,10 @@ class RemoteMediaStore:
     async def add(self, media: CachedRemoteMedia) -> None:
         """Record a fetched file (and its content row) in one transaction; a second
         fetch of the same media (after its file went missing) replaces the first."""
-        dialect_insert = sqlite_insert if self.db.is_sqlite else pg_insert
+        insert = dialect_insert(self.db.is_sqlite)
         async with self.db.write() as conn:
             await conn.execute(
-                dialect_insert(media_content)
+                insert(media_content)
                 .values(sha256=media.sha256, size=media.size, created_ts=media.fetched_ts)
                 .on_conflict_do_nothing(index_elements=["sha256"])
             )

@@ -427,3 +427,108 @@ remote_media = Table(
     Column("upload_name", Text),
     Column("fetched_ts", BigInteger, nullable=False),
 )
+
+# Push rules (migration 9)
+
+push_rules = Table(
+    "push_rules",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),
+    Column("rule_id", Text, primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("conditions", Text),
+    Column("pattern", Text),
+    Column("actions", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+)
+
+push_rule_defaults = Table(
+    "push_rule_defaults",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("rule_id", Text, primary_key=True),
+    Column("enabled", Boolean),
+    Column("actions", Text),
+)
+
+# Push: notification actions and unread counts, own-event read marks, pushers
+# (migration 10)
+
+event_push_actions = Table(
+    "event_push_actions",
+    metadata,
+    Column("stream_ordering", BigInteger, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("room_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("thread_id", Text, nullable=False),
+    Column("actions", Text, nullable=False),
+    Column("notify", Boolean, nullable=False),
+    Column("highlight", Boolean, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+)
+
+event_push_summary = Table(
+    "event_push_summary",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("room_id", Text, primary_key=True),
+    Column("thread_id", Text, primary_key=True),
+    Column("notifications", BigInteger, nullable=False),
+    Column("highlights", BigInteger, nullable=False),
+)
+
+push_own_events = Table(
+    "push_own_events",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("room_id", Text, primary_key=True),
+    Column("stream_ordering", BigInteger, nullable=False),
+)
+
+pushers = Table(
+    "pushers",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("app_id", Text, primary_key=True),
+    Column("pushkey", Text, primary_key=True),
+    Column("device_id", Text),
+    Column("kind", Text, nullable=False),
+    Column("app_display_name", Text, nullable=False),
+    Column("device_display_name", Text, nullable=False),
+    Column("profile_tag", Text),
+    Column("lang", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("pushkey_ts", BigInteger, nullable=False),
+    Column("last_stream_ordering", BigInteger, nullable=False),
+)
+
+# Remote device lists (migration 11)
+
+remote_device_lists = Table(
+    "remote_device_lists",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("stream_id", BigInteger, nullable=False),
+    Column("stale", Boolean, nullable=False),
+    Column("master_key", Text),
+    Column("self_signing_key", Text),
+    Column("updated_ts", BigInteger, nullable=False),
+)
+
+remote_devices = Table(
+    "remote_devices",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("device_id", Text, primary_key=True),
+    Column("display_name", Text),
+    Column("key_json", Text),
+)
+
+local_device_list_updates = Table(
+    "local_device_list_updates",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("stream_id", BigInteger, primary_key=True),
+)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.database import Database
@@ -36,6 +37,17 @@ _CHAIN = text(
 )
 
 
+_GROUP_DEPTH = select(state_groups.c.delta_depth).where(state_groups.c.id == bindparam("id"))
+_INSERT_GROUP = (
+    insert(state_groups)
+    .values(room_id=bindparam("room_id"), prev_group=bindparam("prev_group"), delta_depth=bindparam("delta_depth"))
+    .returning(state_groups.c.id)
+)
+_INSERT_ENTRY = insert(state_group_entries).values(
+    group_id=bindparam("group_id"), type=bindparam("type"), state_key=bindparam("state_key"), event_id=bindparam("event_id")
+)
+
+
 class StateStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -43,7 +55,7 @@ class StateStore:
 
     async def store_group(
         self,
-        conn: AsyncConnection,
+        conn: AsyncConnection | Any,
         room_id: str,
         prev_group: int | None,
         delta: Mapping[StateKey, str],
@@ -51,25 +63,27 @@ class StateStore:
     ) -> int:
         """Write the group for `full_state` (= prev_group's state + delta); return its ID.
 
-        Runs inside the caller's transaction; the caller calls `remember` after commit.
+        Runs inside the caller's transaction (from `Database.write()` or
+        `write_prebuilt()`); the caller calls `remember` after commit.
         """
+        # Prebuilt statements through db.run: every state event writes a group.
+        db = self.db
         depth = 0
         if prev_group is not None:
-            row = (
-                await conn.execute(select(state_groups.c.delta_depth).where(state_groups.c.id == prev_group))
-            ).first()
-            depth = int(row[0]) + 1 if row else MAX_DELTA_DEPTH
+            rows = await db.run(conn, _GROUP_DEPTH, {"id": prev_group})
+            depth = int(rows[0][0]) + 1 if rows else MAX_DELTA_DEPTH
         snapshot = prev_group is None or depth >= MAX_DELTA_DEPTH
-        result = await conn.execute(
-            insert(state_groups)
-            .values(room_id=room_id, prev_group=None if snapshot else prev_group, delta_depth=0 if snapshot else depth)
-            .returning(state_groups.c.id)
+        rows = await db.run(
+            conn,
+            _INSERT_GROUP,
+            {"room_id": room_id, "prev_group": None if snapshot else prev_group, "delta_depth": 0 if snapshot else depth},
         )
-        group = int(result.scalar_one())
+        group = int(rows[0][0])
         entries = full_state if snapshot else delta
         if entries:
-            await conn.execute(
-                insert(state_group_entries),
+            await db.run(
+                conn,
+                _INSERT_ENTRY,
                 [{"group_id": group, "type": t, "state_key": k, "event_id": e} for (t, k), e in entries.items()],
             )
         return group

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
 from storage.database import Database
 from storage.rooms import Membership, _membership
-from storage.schema import events, receipts, room_memberships
+from storage.schema import events, room_memberships, rooms
 
-# Events counted as unread (until push rules exist).
-UNREAD_TYPES = ("m.room.message", "m.room.encrypted", "m.sticker")
-UNREAD_CAP = 1000
-
-
-
-def _unread_conditions(room_id: str, user_id: str, upto: int) -> list[Any]:
-    """What counts as unread (until push rules decide): another user's accepted,
-    unredacted message in the room, up to `upto`."""
-    return [
-        events.c.room_id == room_id,
-        events.c.stream_ordering <= upto,
-        events.c.sender != user_id,
-        events.c.state_key.is_(None),
-        events.c.type.in_(UNREAD_TYPES),
-        events.c.redacted_by.is_(None),
-        events.c.outlier.is_(False),
-        events.c.rejected_reason.is_(None),
-    ]
 
 class SyncQueries:
     def __init__(self, db: Database) -> None:
@@ -66,27 +45,6 @@ class SyncQueries:
             async with self.db.read() as conn:
                 found.update(row[0] for row in await conn.execute(query))
         return found
-
-    async def _count(self, inner: Any) -> int:
-        async with self.db.read() as conn:
-            return int((await conn.execute(select(func.count()).select_from(inner))).scalar() or 0)
-
-    async def unread_count(self, room_id: str, user_id: str, after: int, upto: int) -> int:
-        inner = (
-            select(events.c.stream_ordering)
-            .where(events.c.stream_ordering > after, *_unread_conditions(room_id, user_id, upto))
-            .limit(UNREAD_CAP)
-            .subquery()
-        )
-        return await self._count(inner)
-
-    async def last_own_event(self, room_id: str, user_id: str, upto: int) -> int | None:
-        query = select(func.max(events.c.stream_ordering)).where(
-            events.c.room_id == room_id, events.c.sender == user_id, events.c.stream_ordering <= upto
-        )
-        async with self.db.read() as conn:
-            value = (await conn.execute(query)).scalar()
-        return int(value) if value is not None else None
 
     async def users_sharing_rooms(self, user_id: str) -> set[str]:
         """Everyone joined to a room the user is joined to (the user included)."""
@@ -124,6 +82,64 @@ class SyncQueries:
         async with self.db.read() as conn:
             return [row[0] for row in await conn.execute(query)]
 
+    async def latest_event_ids(self, room_ids: list[str], upto: int, per_room: int) -> dict[str, list[str]]:
+        """The IDs of each room's newest `per_room` accepted events at or before `upto`,
+        newest first: the timelines of a whole initial sync in one query instead of
+        one per room. Each room's floor (its per_room-th newest position) is a
+        correlated subquery that reads at most per_room index entries, and the events
+        are then a range on (room_id, stream_ordering), so a long room costs no more
+        than a short one."""
+        found: dict[str, list[str]] = {r: [] for r in room_ids}
+        accepted = (events.c.outlier.is_(False), events.c.rejected_reason.is_(None))
+        inner = events.alias("newest")
+        for start in range(0, len(room_ids), 500):
+            floor = (
+                select(inner.c.stream_ordering)
+                .where(
+                    inner.c.room_id == rooms.c.room_id,
+                    inner.c.stream_ordering <= upto,
+                    inner.c.outlier.is_(False),
+                    inner.c.rejected_reason.is_(None),
+                )
+                .order_by(inner.c.stream_ordering.desc())
+                .limit(1)
+                .offset(per_room - 1)
+                .scalar_subquery()
+            )
+            floors = select(rooms.c.room_id, floor.label("floor")).where(rooms.c.room_id.in_(room_ids[start : start + 500])).subquery()
+            query = (
+                select(events.c.room_id, events.c.event_id)
+                .join_from(
+                    floors,
+                    events,
+                    and_(events.c.room_id == floors.c.room_id, events.c.stream_ordering >= func.coalesce(floors.c.floor, 0)),
+                )
+                .where(events.c.stream_ordering <= upto, *accepted)
+                .order_by(events.c.room_id, events.c.stream_ordering.desc())
+            )
+            async with self.db.read() as conn:
+                for row in await conn.execute(query):
+                    found[row.room_id].append(row.event_id)
+        return found
+
+    async def members_of(self, room_ids: list[str], memberships: tuple[str, ...]) -> dict[str, list[Membership]]:
+        """Each room's members with one of `memberships`, ordered by user ID."""
+        found: dict[str, list[Membership]] = {r: [] for r in room_ids}
+        for start in range(0, len(room_ids), 500):
+            query = (
+                select(room_memberships)
+                .where(
+                    room_memberships.c.room_id.in_(room_ids[start : start + 500]),
+                    room_memberships.c.membership.in_(memberships),
+                )
+                .order_by(room_memberships.c.room_id, room_memberships.c.user_id)
+            )
+            async with self.db.read() as conn:
+                for row in await conn.execute(query):
+                    member = _membership(row)
+                    found[member.room_id].append(member)
+        return found
+
     async def last_positions(self, room_ids: list[str]) -> dict[str, int]:
         """The newest event's stream position of each room."""
         found: dict[str, int] = {r: 0 for r in room_ids}
@@ -149,33 +165,3 @@ class SyncQueries:
             async with self.db.read() as conn:
                 found.update({row[0]: int(row[1]) for row in await conn.execute(query)})
         return found
-
-    async def unread_after_receipt(self, room_id: str, user_id: str, upto: int) -> int:
-        """Messages from others after the user's read receipt (or their own newest
-        event, which reads everything before it), capped at UNREAD_CAP; one query."""
-        read = (
-            select(func.max(events.c.stream_ordering))
-            .select_from(receipts.join(events, events.c.event_id == receipts.c.event_id))
-            .where(
-                receipts.c.room_id == room_id,
-                receipts.c.user_id == user_id,
-                receipts.c.receipt_type.in_(("m.read", "m.read.private")),
-            )
-            .scalar_subquery()
-        )
-        own = (
-            select(func.max(events.c.stream_ordering))
-            .where(events.c.room_id == room_id, events.c.sender == user_id, events.c.stream_ordering <= upto)
-            .scalar_subquery()
-        )
-        inner = (
-            select(events.c.stream_ordering)
-            .where(
-                events.c.stream_ordering > func.coalesce(read, 0),
-                events.c.stream_ordering > func.coalesce(own, 0),
-                *_unread_conditions(room_id, user_id, upto),
-            )
-            .limit(UNREAD_CAP)
-            .subquery()
-        )
-        return await self._count(inner)

@@ -103,7 +103,14 @@ class ServerProcess:
                 "tls_certificate_path": str(cert),
                 "tls_private_key_path": str(key),
             }
-            config["federation"] = {"enabled": True, "verify_tls": False}
+            # Every test server is on loopback, which the default ip_range_blocklist
+            # covers: federating here needs the blocklist emptied explicitly.
+            config["federation"] = {
+                "enabled": True,
+                "verify_tls": False,
+                "ip_range_blocklist": [],
+                "allow_public_rooms_over_federation": True,
+            }
         self.config = _deep_merge(config, overrides or {})
         self.config_path = directory / "homeserver.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config))

@@ -87,6 +87,10 @@ class SynapseProcess:
             "suppress_key_server_warning": True,
             "federation_verify_certificates": False,
             "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
+            # Our /publicRooms?server=<synapse> reads its directory over federation.
+            "allow_public_rooms_over_federation": True,
+            # Synapse lets nobody but admins publish to its directory by default.
+            "room_list_publication_rules": [{"action": "allow"}],
             "rc_message": _NO_LIMIT,
             "rc_registration": _NO_LIMIT,
             "rc_login": {"address": _NO_LIMIT, "account": _NO_LIMIT, "failed_attempts": _NO_LIMIT},

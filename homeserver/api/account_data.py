@@ -8,6 +8,7 @@ from starlette.responses import Response
 from homeserver.auth import Requester, require_user
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.http import json_response, read_json
+from homeserver.push import PUSH_RULES_TYPE, push_rules_content
 
 # Types the server manages itself; clients set them through their own endpoints.
 SERVER_MANAGED = {"m.fully_read", "m.push_rules"}
@@ -28,7 +29,12 @@ def _data_type(request: Request) -> str:
 async def get_global(request: Request) -> Response:
     requester = await require_user(request)
     _own(request, requester)
-    content = await request.app.state.hs.account_data.get(requester.user_id, _data_type(request))
+    data_type = _data_type(request)
+    if data_type == PUSH_RULES_TYPE:
+        # Always the current rules (as Synapse), also for a user who never changed one.
+        hs = request.app.state.hs
+        return json_response(push_rules_content(requester.user_id, await hs.push_rules.get(requester.user_id)))
+    content = await request.app.state.hs.account_data.get(requester.user_id, data_type)
     if content is None:
         raise not_found("No account data of that type")
     return json_response(content)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from homeserver.api.rooms import room_id_param
 from homeserver.auth import require_user
 from homeserver.errors import MatrixError
-from homeserver.http import Body, json_response, query_int, read_model
+from homeserver.http import Body, json_response, query_bool, query_int, read_model
 from homeserver.rooms.directory import check_alias_syntax
 
 
@@ -93,9 +93,15 @@ async def set_visibility(request: Request) -> Response:
 
 async def public_rooms_get(request: Request) -> Response:
     limit = query_int(request, "limit")
+    # `server` names another server: its directory is fetched over federation.
     return json_response(
         await request.app.state.hs.public_rooms.list(
-            limit=limit, since=request.query_params.get("since"), search=None, server=request.query_params.get("server")
+            limit=limit,
+            since=request.query_params.get("since"),
+            search=None,
+            server=request.query_params.get("server"),
+            include_all_networks=query_bool(request, "include_all_networks"),
+            third_party_instance_id=request.query_params.get("third_party_instance_id"),
         )
     )
 
@@ -104,7 +110,14 @@ async def public_rooms_post(request: Request) -> Response:
     await require_user(request)
     body = await read_model(request, PublicRoomsBody, allow_empty=True)
     search = body.filter.generic_search_term if body.filter else None
+    # The spec puts `server` in the query string; older clients sent it in the body.
+    server = request.query_params.get("server") or body.server
     result: dict[str, Any] = await request.app.state.hs.public_rooms.list(
-        limit=body.limit, since=body.since, search=search, server=body.server
+        limit=body.limit,
+        since=body.since,
+        search=search,
+        server=server,
+        include_all_networks=body.include_all_networks,
+        third_party_instance_id=body.third_party_instance_id,
     )
     return json_response(result)

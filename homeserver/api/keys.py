@@ -29,7 +29,17 @@ async def query(request: Request) -> Response:
     device_keys = body.get("device_keys")
     if not isinstance(device_keys, dict) or not all(isinstance(v, list) for v in device_keys.values()):
         raise MatrixError(400, "M_BAD_JSON", "'device_keys' must map user IDs to lists of device IDs")
-    return json_response(await request.app.state.hs.e2ee.query(requester.user_id, device_keys))
+    return json_response(await request.app.state.hs.e2ee.query(requester.user_id, device_keys, _timeout_s(body)))
+
+
+def _timeout_s(body: dict[str, Any]) -> float | None:
+    """The `timeout` (ms) for asking other servers; at most a minute."""
+    timeout = body.get("timeout")
+    if timeout is None:
+        return None
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
+        raise MatrixError(400, "M_BAD_JSON", "'timeout' must be a non-negative integer")
+    return min(timeout, 60_000) / 1000
 
 
 async def claim(request: Request) -> Response:
@@ -38,7 +48,7 @@ async def claim(request: Request) -> Response:
     one_time_keys = body.get("one_time_keys")
     if not isinstance(one_time_keys, dict):
         raise MatrixError(400, "M_BAD_JSON", "'one_time_keys' must be an object")
-    return json_response(await request.app.state.hs.e2ee.claim(one_time_keys))
+    return json_response(await request.app.state.hs.e2ee.claim(one_time_keys, _timeout_s(body)))
 
 
 async def changes(request: Request) -> Response:

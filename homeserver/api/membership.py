@@ -45,8 +45,9 @@ async def join(request: Request) -> Response:
 async def knock(request: Request) -> Response:
     requester = await require_user(request)
     body = await read_model(request, ReasonBody, allow_empty=True)
+    via = request.query_params.getlist("via") + request.query_params.getlist("server_name")
     room_id = await request.app.state.hs.membership.knock(
-        requester.user_id, request.path_params["room_id_or_alias"], body.reason
+        requester.user_id, request.path_params["room_id_or_alias"], body.reason, via=via
     )
     return json_response({"room_id": room_id})
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from homeserver.api import account, devices, discovery, login, media, profile, register
+from homeserver.api import (
+    account,
+    devices,
+    discovery,
+    login,
+    media,
+    notifications,
+    profile,
+    push_rules,
+    pushers,
+    register,
+)
 
 CLIENT_V3 = "/_matrix/client/v3"
 CLIENT_V1 = "/_matrix/client/v1"
@@ -45,6 +56,20 @@ def client_routes() -> list[BaseRoute]:
         Route(f"{v3}/profile/{{user_id}}", profile.get_profile, methods=["GET"]),
         Route(f"{v3}/profile/{{user_id}}/{{field}}", profile.get_profile_field, methods=["GET"]),
         Route(f"{v3}/profile/{{user_id}}/{{field}}", profile.set_profile_field, methods=["PUT"]),
+        # Push notifications: pushers and the notifications list
+        Route(f"{v3}/pushers", pushers.get_pushers, methods=["GET"]),
+        Route(f"{v3}/pushers/set", pushers.set_pusher, methods=["POST"]),
+        Route(f"{v3}/notifications", notifications.get_notifications, methods=["GET"]),
+        # Push rules
+        Route(f"{v3}/pushrules/", push_rules.get_all, methods=["GET"]),
+        Route(f"{v3}/pushrules/global/", push_rules.get_global, methods=["GET"]),
+        Route(f"{v3}/pushrules/{{scope}}/{{kind}}/{{rule_id}}", push_rules.get_rule, methods=["GET"]),
+        Route(f"{v3}/pushrules/{{scope}}/{{kind}}/{{rule_id}}", push_rules.put_rule, methods=["PUT"]),
+        Route(f"{v3}/pushrules/{{scope}}/{{kind}}/{{rule_id}}", push_rules.delete_rule, methods=["DELETE"]),
+        Route(f"{v3}/pushrules/{{scope}}/{{kind}}/{{rule_id}}/enabled", push_rules.get_enabled, methods=["GET"]),
+        Route(f"{v3}/pushrules/{{scope}}/{{kind}}/{{rule_id}}/enabled", push_rules.put_enabled, methods=["PUT"]),
+        Route(f"{v3}/pushrules/{{scope}}/{{kind}}/{{rule_id}}/actions", push_rules.get_actions, methods=["GET"]),
+        Route(f"{v3}/pushrules/{{scope}}/{{kind}}/{{rule_id}}/actions", push_rules.put_actions, methods=["PUT"]),
         # Content repository: uploads
         Route(f"{MEDIA_V3}/upload", media.upload, methods=["POST"]),
         Route(f"{MEDIA_V1}/create", media.create, methods=["POST"]),

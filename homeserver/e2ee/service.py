@@ -59,6 +59,11 @@ class E2eeService:
         self.keys = hs.e2e_keys
         self._counts: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
         self._acked: dict[tuple[str, str], int] = {}
+        # Set when federation is on: other servers' users' keys (federation/e2ee.py,
+        # RemoteKeys) and the EDUs that tell other servers of our changes
+        # (federation/device_lists.py, DeviceListEdus).
+        self.remote: Any = None
+        self.remote_edus: Any = None
 
     def _is_local(self, user_id: str) -> bool:
         parts = split_user_id(user_id)
@@ -87,7 +92,10 @@ class E2eeService:
             if not isinstance(device_keys.get("keys"), dict) or not isinstance(device_keys.get("algorithms"), list):
                 raise _bad("device_keys needs keys and algorithms", "M_BAD_JSON")
             stored = {k: v for k, v in device_keys.items() if k != "unsigned"}
-            await self.devices_changed(user_id, await self.keys.set_device_keys(user_id, device_id, stored))
+            position = await self.keys.set_device_keys(user_id, device_id, stored)
+            await self.devices_changed(user_id, position)
+            if position is not None and self.remote_edus is not None:
+                await self.remote_edus.local_devices_changed(user_id, [device_id], position)
         try:
             await self.keys.add_one_time_keys(user_id, device_id, self._key_list(one_time, "one_time_keys"))
         except KeyConflict as exc:
@@ -123,7 +131,7 @@ class E2eeService:
             self._counts[(user_id, device_id)] = cached
         return dict(cached[0]), list(cached[1])
 
-    async def query(self, requester: str, device_keys: dict[str, Any]) -> dict[str, Any]:
+    async def query(self, requester: str, device_keys: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         response: dict[str, Any] = {
             "device_keys": {},
             "failures": {},
@@ -132,11 +140,15 @@ class E2eeService:
             "user_signing_keys": {},
         }
         users = [u for u in device_keys if self._is_local(u)]
-        for user_id in device_keys:
-            if not self._is_local(user_id):
-                parts = split_user_id(user_id)
-                if parts is not None:
-                    response["failures"][parts[1]] = {"status": 503, "message": "Federation key queries are not supported"}
+        remote = {u: d for u, d in device_keys.items() if not self._is_local(u)}
+        if remote and self.remote is not None:
+            found = await self.remote.query(requester, remote, timeout_s)
+            for field in ("device_keys", "failures", "master_keys", "self_signing_keys"):
+                response[field].update(found[field])
+        for user_id in remote if self.remote is None else ():
+            parts = split_user_id(user_id)
+            if parts is not None:
+                response["failures"][parts[1]] = {"status": 503, "message": "Federation key queries are not supported"}
         signatures = await self.keys.signatures_for(users)
         for user_id in users:
             wanted = device_keys[user_id]
@@ -172,14 +184,21 @@ class E2eeService:
                 continue
             key.setdefault("signatures", {}).setdefault(signer, {})[signer_key_id] = signature
 
-    async def claim(self, one_time_keys: dict[str, Any]) -> dict[str, Any]:
+    async def claim(self, one_time_keys: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         claimed: dict[str, Any] = {}
         failures: dict[str, Any] = {}
         for user_id, devices in one_time_keys.items():
             if not isinstance(devices, dict) or not all(isinstance(a, str) for a in devices.values()):
                 raise _bad("one_time_keys must map users to devices to algorithms", "M_BAD_JSON")
+        remote = {u: d for u, d in one_time_keys.items() if not self._is_local(u)}
+        if remote and self.remote is not None:
+            found = await self.remote.claim(remote, timeout_s)
+            claimed.update(found["one_time_keys"])
+            failures.update(found["failures"])
         for user_id, devices in one_time_keys.items():
             if not self._is_local(user_id):
+                if self.remote is not None:
+                    continue
                 parts = split_user_id(user_id)
                 if parts is not None:
                     failures[parts[1]] = {"status": 503, "message": "Federation key claims are not supported"}
@@ -270,6 +289,8 @@ class E2eeService:
         if all(existing.get(t) == k for t, k in new.items()):
             return
         await self.devices_changed(user_id, await self.keys.set_cross_signing_keys(user_id, new))
+        if self.remote_edus is not None:
+            await self.remote_edus.local_signing_keys_changed(user_id)
 
     async def upload_signatures(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
         failures: dict[str, dict[str, Any]] = {}
@@ -286,6 +307,12 @@ class E2eeService:
         position = await self.keys.add_signatures(user_id, rows)
         for target in {r[1] for r in rows}:
             await self.devices_changed(target, position)
+        if position is not None and self.remote_edus is not None:
+            # Our own devices' keys now carry a new signature: other servers re-read them.
+            own_devices = {d.device_id for d in await self.hs.devices.list_devices(user_id)}
+            signed = sorted({r[2] for r in rows if r[1] == user_id and r[2] in own_devices})
+            if signed:
+                await self.remote_edus.local_devices_changed(user_id, signed, position)
         return {"failures": failures}
 
     async def _check_signature(
@@ -344,19 +371,30 @@ class E2eeService:
     async def send_to_device(
         self, sender: str, sender_device: str, event_type: str, txn_id: str, messages: dict[str, Any]
     ) -> None:
-        triples: list[tuple[str, str, dict[str, Any]]] = []
-        for user_id, by_device in messages.items():
+        for by_device in messages.values():
             if not isinstance(by_device, dict) or not all(isinstance(c, dict) for c in by_device.values()):
                 raise _bad("messages must map users to devices to content objects", "M_BAD_JSON")
+        remote = {u: m for u, m in messages.items() if not self._is_local(u) and split_user_id(u) is not None}
+        local = {u: m for u, m in messages.items() if self._is_local(u)}
+        await self.deliver_to_device(sender, event_type, local, (sender, sender_device, txn_id))
+        if remote and self.remote is not None:
+            # A retried request is sent again with the same message ID (derived from
+            # the transaction ID), which the receiving server deduplicates.
+            self.remote.send_to_device(sender, sender_device, event_type, txn_id, remote)
+
+    async def deliver_to_device(
+        self, sender: str, event_type: str, messages: dict[str, Any], txn: tuple[str, str, str]
+    ) -> None:
+        """Queue messages for local devices ('*': all of a user's devices), once per
+        `txn` (sender, sender device, transaction ID)."""
+        triples: list[tuple[str, str, dict[str, Any]]] = []
         for user_id, by_device in messages.items():
-            if not self._is_local(user_id):
-                continue  # remote delivery comes with federation EDUs
             known = [d.device_id for d in await self.hs.devices.list_devices(user_id)]
             for device_id, content in by_device.items():
                 targets = known if device_id == "*" else [device_id] if device_id in known else []
                 for target in targets:
                     triples.append((user_id, target, {"type": event_type, "sender": sender, "content": content}))
-        position = await self.hs.to_device.send(triples, (sender, sender_device, txn_id), int(time.time() * 1000))
+        position = await self.hs.to_device.send(triples, txn, int(time.time() * 1000))
         if position is not None:
             self.hs.notifier.advance("to_device", position)
             self.hs.notifier.wake_users({t[0] for t in triples})
@@ -378,3 +416,12 @@ class E2eeService:
             self._counts.pop((user_id, device_id), None)
             self._acked.pop((user_id, device_id), None)
         await self.devices_changed(user_id, position)
+        if self.remote_edus is not None:
+            await self.remote_edus.local_devices_changed(user_id, ids, position, deleted=True)
+
+    async def device_renamed(self, user_id: str, device_id: str) -> None:
+        """A new display name is part of the device list other users see."""
+        position = await self.keys.mark_changed([user_id])
+        await self.devices_changed(user_id, position)
+        if self.remote_edus is not None:
+            await self.remote_edus.local_devices_changed(user_id, [device_id], position)

@@ -13,8 +13,11 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageOps
+if TYPE_CHECKING:
+    from PIL import Image
 
 # The sizes the spec suggests servers make; made at upload for images.
 CROP = "crop"
@@ -73,11 +76,31 @@ class ThumbnailError(Exception):
     """The image cannot be thumbnailed (broken data found while decoding)."""
 
 
+# Pillow is imported on the first image, not at start-up (it is a good part of the
+# media module's import time); `configure` records the limit until then.
+_max_image_pixels: int | None = None
+_pillow_configured = False
+
+
 def configure(max_image_pixels: int) -> None:
     """Pillow's own decompression-bomb limit, process-wide. Pillow warns above it and
     refuses above twice it; we never get that far, but keep it as a backstop."""
-    Image.MAX_IMAGE_PIXELS = max_image_pixels
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    global _max_image_pixels, _pillow_configured
+    _max_image_pixels = max_image_pixels
+    _pillow_configured = False
+
+
+def _pillow() -> ModuleType:  # PIL.Image
+    global _pillow_configured
+    from PIL import Image
+
+    if not _pillow_configured:
+        # Idempotent, so two worker threads getting here at once is harmless.
+        if _max_image_pixels is not None:
+            Image.MAX_IMAGE_PIXELS = _max_image_pixels
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        _pillow_configured = True
+    return Image
 
 
 def choose_size(width: int, height: int, method: str) -> ThumbnailSize:
@@ -92,6 +115,7 @@ def choose_size(width: int, height: int, method: str) -> ThumbnailSize:
 
 def probe(path: str, max_pixels: int) -> ImageInfo:
     """What the header says, without decoding any pixels."""
+    Image = _pillow()  # the PIL.Image module
     try:
         with Image.open(path, formats=ALLOWED_FORMATS) as image:
             width, height = image.size
@@ -111,6 +135,9 @@ def render(path: str, sizes: list[ThumbnailSize], max_pixels: int) -> list[Rende
 
     Raises ThumbnailError when the data turns out to be broken or too large.
     """
+    Image = _pillow()  # the PIL.Image module
+    from PIL import ImageOps
+
     try:
         with Image.open(path, formats=ALLOWED_FORMATS) as image:
             if image.size[0] * image.size[1] > max_pixels:
@@ -164,7 +191,7 @@ def _scale(image: Image.Image, original: tuple[int, int], size: ThumbnailSize) -
     target = (max(1, round(ow * factor)), max(1, round(oh * factor)))
     if target == image.size:
         return image
-    return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image.resize(target, _pillow().Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def _crop(image: Image.Image, original: tuple[int, int], size: ThumbnailSize) -> Image.Image:
@@ -184,7 +211,7 @@ def _crop(image: Image.Image, original: tuple[int, int], size: ThumbnailSize) ->
     sx, sy = image.size[0] / ow, image.size[1] / oh
     left, top = (ow - box_w) / 2 * sx, (oh - box_h) / 2 * sy
     box = (left, top, left + box_w * sx, top + box_h * sy)
-    return image.resize(target, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    return image.resize(target, _pillow().Resampling.LANCZOS, box=box, reducing_gap=3.0)
 
 
 def _encode(image: Image.Image, size: ThumbnailSize, as_jpeg: bool) -> RenderedThumbnail:

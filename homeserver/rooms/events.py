@@ -70,6 +70,13 @@ class RoomEvents:
         self._heads: dict[str, RoomHead] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.listeners: list[Listener] = []
+        # Done when the latest local event has been announced. Listeners see local
+        # events in stream order, across all rooms: the federation outbox relies on it
+        # within a room (a peer given event N+1 before N would have to fetch N as a
+        # gap), and the sync notifier across rooms (it advances one room position to
+        # the highest announced; announcing N+1 of one room while N of another waits
+        # would hand out tokens past N before N is in the sync cache: N is lost).
+        self._announced: asyncio.Future[None] | None = None
 
     def lock(self, room_id: str) -> asyncio.Lock:
         lock = self._locks.get(room_id)
@@ -174,8 +181,9 @@ class RoomEvents:
                     now_ms,
                 )
                 self._heads[room_id] = RoomHead(room_version, event_id, dict(state), result.state_group, [(event_id, 1)])
+                turn = self._queue_announcement()
             stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
-            await self.notify(stored)
+            await self._announce(stored, turn)
             return room_id, stored
         raise MatrixError(503, "M_UNKNOWN", "Could not find a free room ID; try again")
 
@@ -271,9 +279,30 @@ class RoomEvents:
             head.state_ids = dict(state_after)
             head.state_group = result.state_group
             head.extremities = [(event_id, pdu["depth"])]
+            turn = self._queue_announcement()
         stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
-        await self.notify(stored)
+        await self._announce(stored, turn)
         return stored
+
+    def _queue_announcement(self) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """Take the next place in announcement order. Called right after persist
+        returns, before anything can yield, so persist's commit order (= stream order
+        on SQLite, where commits are serialised) is announcement order."""
+        previous = self._announced
+        announced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._announced = announced
+        return previous, announced
+
+    async def _announce(self, event: StoredEvent, turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> None:
+        previous, announced = turn
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            await self.notify(event)
+        finally:
+            announced.set_result(None)
+            if self._announced is announced:
+                self._announced = None
 
     async def _redaction_target(
         self, head: RoomHead, room_id: str, pdu: dict[str, Any], redacts: str | None

@@ -38,6 +38,10 @@ class Membership:
         # invites to other servers' users countersigned by their server.
         self.remote_join: Callable[[str, str, list[str], dict[str, Any]], Awaitable[None]] | None = None
         self.remote_invite: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+        # Also set with federation: leaving (rejecting an invite, rescinding a knock)
+        # and knocking on rooms this server is not in, through a resident server.
+        self.remote_leave: Callable[[str, str, list[str], str | None], Awaitable[None]] | None = None
+        self.remote_knock: Callable[[str, str, list[str], dict[str, Any]], Awaitable[None]] | None = None
         # Set by the operator side: whether an admin has blocked the room.
         self.room_blocked: Callable[[str], Awaitable[bool]] | None = None
 
@@ -140,6 +144,8 @@ class Membership:
         )
 
     async def leave(self, user_id: str, room_id: str, reason: str | None = None) -> None:
+        if self.remote_leave is not None and await self._leave_remote(user_id, room_id, reason):
+            return
         await self.room_events.head(room_id)
         current = await self._current(room_id, user_id)
         if current in (None, "leave"):
@@ -168,12 +174,49 @@ class Membership:
             raise forbidden(f"{target} is not banned")
         await self._set(sender, room_id, target, "leave", reason)
 
-    async def knock(self, user_id: str, room_id_or_alias: str, reason: str | None) -> str:
-        room_id = await self.resolve_room(room_id_or_alias)
-        await self.room_events.head(room_id)
+    async def _leave_remote(self, user_id: str, room_id: str, reason: str | None) -> bool:
+        """Leave through another server when our membership is a remote invite or knock
+        (an outlier: we are not in the room); False when the leave is a local event."""
+        assert self.remote_leave is not None
+        membership = await self.rooms.get_membership(room_id, user_id)
+        if membership is None or membership.membership not in ("invite", "knock", "leave"):
+            return False
+        event = await self.room_events.events.get_event(membership.event_id)
+        if event is None or not event.outlier:
+            return False
+        if membership.membership == "leave":
+            return True  # already left a room we are not in: nothing to do
+        servers = [membership.sender.split(":", 1)[1]]
+        unsigned = event.pdu.get("unsigned")
+        stripped = unsigned.get("knock_room_state") or unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+        if isinstance(stripped, list):
+            servers += [s["sender"].split(":", 1)[1] for s in stripped if isinstance(s, dict) and ":" in str(s.get("sender"))]
+        if ":" in room_id:
+            servers.append(room_id.split(":", 1)[1])
+        await self.remote_leave(user_id, room_id, [s for s in dict.fromkeys(servers) if s != self.server_name], reason)
+        return True
+
+    async def knock(
+        self, user_id: str, room_id_or_alias: str, reason: str | None, via: list[str] | None = None
+    ) -> str:
+        alias_servers: list[str] = []
+        if room_id_or_alias.startswith("#"):
+            room_id, alias_servers = await self.directory.resolve_with_servers(room_id_or_alias)
+        else:
+            room_id = await self.resolve_room(room_id_or_alias)
         content: dict[str, Any] = {"membership": "knock", **await self._profile(user_id)}
         if reason:
             content["reason"] = reason
+        try:
+            await self.room_events.head(room_id)
+        except MatrixError:
+            if self.remote_knock is None:
+                raise
+            servers = alias_servers + list(via or [])
+            if ":" in room_id:
+                servers.append(room_id.split(":", 1)[1])
+            await self.remote_knock(user_id, room_id, [s for s in dict.fromkeys(servers) if s != self.server_name], content)
+            return room_id
         await self.room_events.send(user_id, room_id, "m.room.member", content, state_key=user_id)
         return room_id
 

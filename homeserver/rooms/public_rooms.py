@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.errors import MatrixError
@@ -26,6 +27,8 @@ class PublicRooms:
         self.rooms = rooms
         self.room_events = room_events
         self.events = events
+        # Another server's directory (federation's RemotePublicRooms.query), when on.
+        self.remote: Callable[..., Awaitable[dict[str, Any]]] | None = None
 
     async def describe(self, room_id: str, joined: int) -> dict[str, Any]:
         head = await self.room_events.head(room_id)
@@ -70,9 +73,27 @@ class PublicRooms:
             chunk["room_type"] = room_type
         return chunk
 
-    async def list(self, *, limit: int | None, since: str | None, search: str | None, server: str | None) -> dict[str, Any]:
+    async def list(
+        self,
+        *,
+        limit: int | None,
+        since: str | None,
+        search: str | None,
+        server: str | None,
+        include_all_networks: bool = False,
+        third_party_instance_id: str | None = None,
+    ) -> dict[str, Any]:
         if server is not None and server != self.server_name:
-            raise MatrixError(404, "M_NOT_FOUND", "Public rooms of other servers need federation")
+            if self.remote is None:
+                raise MatrixError(404, "M_NOT_FOUND", "Public rooms of other servers need federation")
+            return await self.remote(
+                server,
+                limit=limit,
+                since=since,
+                search=search,
+                include_all_networks=include_all_networks,
+                third_party_instance_id=third_party_instance_id,
+            )
         if limit is not None and limit < 0:
             raise MatrixError(400, "M_INVALID_PARAM", "limit must not be negative")
         room_ids = await self.rooms.public_room_ids()

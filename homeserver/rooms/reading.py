@@ -10,7 +10,7 @@ sees their own membership events.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +48,12 @@ def stream_token(position: int) -> str:
 def parse_stream_token(token: str) -> int:
     """A pagination token to a stream position; bad tokens are 400 M_INVALID_PARAM."""
     # Sync tokens carry the room stream position first (see homeserver.sync).
-    head = token if token.startswith("s") and token[1:].isdigit() else token.split("_", 1)[0]
+    head = token.split("_", 1)[0]
+    # Backfilled history sits at negative positions (see federation/backfill.py).
+    digits = head[2:] if head.startswith("s-") else head[1:]
     # isdigit() alone admits other scripts' digits; positions are ASCII and fit the
     # database's 64-bit integers.
-    if head.startswith("s") and head[1:].isascii() and head[1:].isdigit() and len(head) <= 19:
+    if head.startswith("s") and digits.isascii() and digits.isdigit() and len(digits) <= 18:
         return int(head[1:])
     raise MatrixError(400, "M_INVALID_PARAM", f"Invalid pagination token {token[:100]!r}")
 
@@ -111,6 +113,9 @@ class RoomReader:
         self.state_store = state
         self.rooms = rooms
         self.account_data = account_data
+        # Set when federation is on: fetches history older than what we hold
+        # (room_id, how many events are wanted) -> whether any were added.
+        self.backfill: Callable[[str, int], Awaitable[bool]] | None = None
 
     # --- access --------------------------------------------------------------------
 
@@ -144,7 +149,16 @@ class RoomReader:
         ignored = content.get("ignored_users") if content else None
         return set(ignored) if isinstance(ignored, dict) else set()
 
-    async def filter_visible(self, user_id: str, room_id: str, events: list[StoredEvent]) -> list[StoredEvent]:
+    async def filter_visible(
+        self,
+        user_id: str,
+        room_id: str,
+        events: list[StoredEvent],
+        *,
+        ignored: set[str] | None = None,
+        groups: dict[str, int] | None = None,
+        last_join: int | None = None,
+    ) -> list[StoredEvent]:
         """The events the user may see (spec: "History visibility", server behaviour).
 
         Decided per event from the state *before* it (the state in which it was
@@ -154,13 +168,19 @@ class RoomReader:
         before *or* after it allows it, and so is the user's own member event if
         their membership before or after it does. Non-state events of ignored users
         are left out.
+
+        A caller that knows some of the inputs already (/sync, building many rooms
+        at once) passes them: the ignored users, the events' state groups (a dict
+        with some of them), the user's latest join position in the room.
         """
         if not events:
             return []
-        ignored = await self.ignored_users(user_id)
-        groups = await self.events.get_state_groups_of([e.event_id for e in events])
-        last_join: int | None = None
-        last_join_known = False
+        if ignored is None:
+            ignored = await self.ignored_users(user_id)
+        known = groups or {}
+        missing = [e.event_id for e in events if e.event_id not in known]
+        groups = {**known, **await self.events.get_state_groups_of(missing)} if missing else known
+        last_join_known = last_join is not None
         visible: list[StoredEvent] = []
         cache: dict[int, tuple[str, str | None]] = {}
         for event in events:
@@ -314,7 +334,8 @@ class RoomReader:
         if from_token is not None:
             start = parse_stream_token(from_token)
         else:
-            start = await self.events.max_stream_ordering() if backwards else 0
+            # Forwards from the very start: below any backfilled history too.
+            start = await self.events.max_stream_ordering() if backwards else min(0, await self.events.min_stream_ordering() - 1)
         end_bound = parse_stream_token(to_token) if to_token is not None else None
         # Former members read up to the moment they left, no further.
         if membership in ("leave", "ban"):
@@ -327,6 +348,17 @@ class RoomReader:
             page = await self.events.room_events(
                 room_id, before=start + 1, after=end_bound, backwards=True, limit=limit, **kwargs
             )
+            # The page reached the oldest event we hold: older history may be on the
+            # servers that were in the room before us. A few rounds at most, each one
+            # batch of /backfill.
+            rounds = 0
+            while self.backfill is not None and end_bound is None and len(page) < limit and rounds < 5:
+                rounds += 1
+                if not await self.backfill(room_id, limit - len(page)):
+                    break
+                page = await self.events.room_events(
+                    room_id, before=start + 1, after=end_bound, backwards=True, limit=limit, **kwargs
+                )
         else:
             before = end_bound + 1 if end_bound is not None else None
             page = await self.events.room_events(room_id, after=start, before=before, backwards=False, limit=limit, **kwargs)

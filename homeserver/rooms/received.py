@@ -6,12 +6,17 @@ pass the auth rules against its own auth events, against the state before it, an
 against the room's current state. It is then persisted through the same store as local
 events, under the same per-room lock, and announced to the same listeners.
 
+An event that passes the first two but not the third is soft-failed: stored in the
+graph (as an outlier with its state, so no client sees it) and never a forward
+extremity.
+
 Forks: when an event does not build on all of our tips, the room's new state is the
 state resolution (v2) of our current state and the state after the event.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -25,6 +30,8 @@ from homeserver.events import (
 from homeserver.rooms.events import CREATE_KEY, RoomEvents, RoomHead, _relation
 from storage.events import NewEvent, StoredEvent
 from storage.state import StateKey
+
+logger = logging.getLogger(__name__)
 
 
 class RejectedEvent(Exception):
@@ -105,14 +112,27 @@ class ReceivedEvents:
             prev_ids = list(pdu.get("prev_events", []))
             state_before, group_before = await self._state_before(head, room_id, prev_ids)
             await self._check_against(head, state_before, pdu, "the state before it")
-            await self._check_against(head, head.state_ids, pdu, "the room's current state")
+            try:
+                await self._check_against(head, head.state_ids, pdu, "the room's current state")
+                soft_failed = False
+            except RejectedEvent as exc:
+                # Spec "Soft failure": allowed where it was sent but not by the room as
+                # it is now (e.g. a banned user's event built on the state before the
+                # ban). Kept in the graph, shown to no client, and not built upon.
+                logger.info("Soft-failed %s: %s", event_id, exc.reason)
+                soft_failed = True
 
             state_key = pdu.get("state_key")
             state_after = dict(state_before)
             if state_key is not None:
                 state_after[(pdu["type"], state_key)] = event_id
             builds_on_all_tips = {e[0] for e in head.extremities} <= set(prev_ids)
-            new_head_state = state_after if builds_on_all_tips else await self._resolve(head, [head.state_ids, state_after])
+            if soft_failed:
+                new_head_state = head.state_ids
+            elif builds_on_all_tips:
+                new_head_state = state_after
+            else:
+                new_head_state = await self._resolve(head, [head.state_ids, state_after])
 
             if group_before is None:
                 group_before = await self.events.store_state_snapshot(room_id, state_before)
@@ -131,9 +151,12 @@ class ReceivedEvents:
                     state_after=state_after,
                     relation=_relation(pdu.get("content") or {}),
                     current_state=new_head_state,
+                    soft_failed=soft_failed,
                 ),
                 now_ms,
             )
+            if soft_failed:
+                return StoredEvent(event_id, room_id, result.stream_ordering, stored_pdu, None, None, True)
             head.state_ids = dict(new_head_state)
             head.extremities = [e for e in head.extremities if e[0] not in prev_ids] + [(event_id, int(pdu["depth"]))]
             if builds_on_all_tips:

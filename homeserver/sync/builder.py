@@ -8,22 +8,26 @@ stream whose position did not move since `since` is not queried at all.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from homeserver.push import PUSH_RULES_TYPE, push_rules_content
 from homeserver.rooms.reading import Reader
 from homeserver.sync.filters import SyncFilter
 from homeserver.sync.tokens import SyncToken
 from storage.events import StoredEvent
+from storage.push_actions import MAIN_THREAD
 from storage.rooms import Membership
 from storage.state import StateKey
-from storage.sync import UNREAD_CAP, UNREAD_TYPES
 
 if TYPE_CHECKING:
     from homeserver.homeserver import HomeServer
 
 TO_DEVICE_LIMIT = 100
+# Timeline pages shared between syncs asking for the same one (see `_shared_page`).
+SHARED_PAGES = 4096
 MAX_HEROES = 5
 STRIPPED_STATE = (
     ("m.room.create", ""),
@@ -55,11 +59,22 @@ class _Context:
     room_account_data: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # room -> the unfiltered timeline page, when it covers all of (since, now].
     complete_pages: dict[str, list[StoredEvent]] = field(default_factory=dict)
+    # Fetched for all rooms built from scratch at once (see `_prefetch`): room -> its
+    # newest timeline_limit + 1 events (newest first), event -> state group, room ->
+    # joined and invited members.
+    pages: dict[str, list[StoredEvent]] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
+    members: dict[str, list[Membership]] = field(default_factory=dict)
+    # Serialisation is done once for the whole response: (the list to fill, events).
+    pending: list[tuple[list[dict[str, Any]], list[StoredEvent]]] = field(default_factory=list)
 
 
 class SyncBuilder:
     def __init__(self, hs: HomeServer) -> None:
         self.hs = hs
+        # (room, after, upto, limit, filter) -> the IDs of that timeline page (see
+        # `_shared_page`); None while it is being read.
+        self._pages: OrderedDict[tuple[Any, ...], asyncio.Future[tuple[str, ...] | None]] = OrderedDict()
 
     async def build(self, request: SyncRequest, now: SyncToken) -> tuple[dict[str, Any], bool]:
         """(response, whether it carries anything new)."""
@@ -79,10 +94,19 @@ class SyncBuilder:
                         ctx.room_account_data.setdefault(room_id, []).append({"type": data_type, "content": content})
                 elif request.filter.account_data.allows_type(data_type):
                     global_data.append({"type": data_type, "content": content})
+        # m.push_rules: in every initial sync (a user who never changed a rule has no
+        # row), and always the current rules, server defaults included.
+        if request.filter.account_data.allows_type(PUSH_RULES_TYPE) and (
+            since is None or any(e["type"] == PUSH_RULES_TYPE for e in global_data)
+        ):
+            rules = push_rules_content(request.user_id, await hs.push_rules.get(request.user_id))
+            global_data = [e for e in global_data if e["type"] != PUSH_RULES_TYPE]
+            global_data.append({"type": PUSH_RULES_TYPE, "content": rules})
         limit = request.filter.account_data.limit
         response["account_data"] = {"events": global_data[:limit] if limit else global_data}
 
         rooms, room_updates = await self._rooms(ctx)
+        await self._serialize_pending(ctx)
         response["rooms"] = rooms
 
         presence = await self._presence(ctx)
@@ -130,6 +154,9 @@ class SyncBuilder:
             for receipt in await hs.receipts.changed([m.room_id for m in joined], 0, now.receipts):
                 receipts_by_room[receipt.room_id].append(receipt)
 
+        await self._prefetch(
+            ctx, [m for m in joined if since is None or m.stream_ordering > since.room]
+        )
         join: dict[str, Any] = {}
         invite: dict[str, Any] = {}
         leave: dict[str, Any] = {}
@@ -169,9 +196,13 @@ class SyncBuilder:
         if flt.timeline.excludes_everything or not flt.timeline.allows_room(room_id):
             return [], False, upto
         limit = flt.timeline_limit
-        page = await self.hs.events.room_events(
-            room_id, after=after, before=upto + 1, backwards=True, limit=limit + 1, **flt.timeline.store_kwargs()
-        )
+        page = ctx.pages.get(room_id) if after is None and upto == ctx.now.room else None
+        if not page and after is not None:
+            page = await self._shared_page(room_id, after, upto, limit + 1, flt.timeline.store_kwargs())
+        elif not page:
+            page = await self.hs.events.room_events(
+                room_id, after=after, before=upto + 1, backwards=True, limit=limit + 1, **flt.timeline.store_kwargs()
+            )
         limited = len(page) > limit
         page = list(reversed(page[:limit]))
         if after is not None and not limited and not any(flt.timeline.store_kwargs().values()):
@@ -184,10 +215,66 @@ class SyncBuilder:
             # for what ignored users sent.
             visible = [e for e in page if e.state_key is not None or e.sender not in ctx.ignored]
         else:
-            visible = await self.hs.room_reader.filter_visible(ctx.request.user_id, room_id, page)
+            visible = await self.hs.room_reader.filter_visible(
+                ctx.request.user_id,
+                room_id,
+                page,
+                ignored=ctx.ignored,
+                groups=ctx.groups,
+                # Still joined: the current membership is the latest join.
+                last_join=m.stream_ordering if m.membership == "join" else None,
+            )
         return visible, limited, start
 
-    async def _state_ids_at(self, room_id: str, position: int) -> dict[StateKey, str]:
+    async def _shared_page(
+        self, room_id: str, after: int, upto: int, limit: int, kwargs: dict[str, Any]
+    ) -> list[StoredEvent]:
+        """A room's events in (after, upto], newest first, queried once for every
+        sync that asks for the same page: when one message wakes thousands of
+        long-polls in a room, they all ask for it. Only the event IDs are shared;
+        the events come from the event cache, which a redaction updates. The set of
+        accepted events in a range that ends at or before the stream position never
+        changes (new events come after it; backfilled ones go below zero)."""
+        key = (room_id, after, upto, limit, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
+        shared = self._pages.get(key)
+        if shared is None:
+            shared = asyncio.get_running_loop().create_future()
+            self._pages[key] = shared
+            if len(self._pages) > SHARED_PAGES:
+                self._pages.popitem(last=False)
+            try:
+                page = await self.hs.events.room_events(
+                    room_id, after=after, before=upto + 1, backwards=True, limit=limit, **kwargs
+                )
+            except BaseException:
+                # The others query for themselves.
+                if self._pages.get(key) is shared:
+                    del self._pages[key]
+                shared.set_result(None)
+                raise
+            shared.set_result(tuple(e.event_id for e in page))
+            return page
+        # A waiting request that is cancelled must not cancel the shared future.
+        ids = await asyncio.shield(shared)
+        if ids is None:
+            return await self.hs.events.room_events(
+                room_id, after=after, before=upto + 1, backwards=True, limit=limit, **kwargs
+            )
+        found = await self.hs.events.get_events(ids)
+        return [found[i] for i in ids if i in found]
+
+    async def _state_ids_at(self, room_id: str, position: int, ctx: _Context | None = None) -> dict[StateKey, str]:
+        page = ctx.pages.get(room_id) if ctx is not None else None
+        if page:
+            # The prefetched page (newest first) holds every accepted event of the room
+            # down to its oldest one: the newest of them at or before `position` is
+            # the one whose state is wanted; none older than the page's oldest
+            # exists when the page is shorter than asked for.
+            before = [e for e in page if e.stream_ordering <= position]
+            if before and before[0].event_id in ctx.groups:
+                return await self.hs.state_store.get_state_ids(ctx.groups[before[0].event_id])
+            if not before and len(page) <= ctx.request.filter.timeline_limit:
+                return {}
         return await self.hs.room_reader.state_ids_at(room_id, position)
 
     async def _room_body(
@@ -211,7 +298,7 @@ class SyncBuilder:
             state_start = dict((await hs.room_events.head(room_id)).state_ids) if flt.state.lazy_load_members else {}
             wanted: dict[StateKey, str] = {}
         else:
-            state_start = await self._state_ids_at(room_id, start)
+            state_start = await self._state_ids_at(room_id, start, ctx)
             if full or since_room is None:
                 wanted = dict(state_start)
             else:
@@ -268,9 +355,10 @@ class SyncBuilder:
         request = ctx.request
         full = request.full_state
         body, shown = await self._room_body(ctx, m, since_room, ctx.now.room, full=full)
+        # (The events are serialised at the end of the build: look at `shown`.)
         ephemeral = self._ephemeral(ctx, m.room_id, receipts, since_room is None)
         body["ephemeral"] = {"events": ephemeral}
-        body["unread_notifications"] = await self._unread(ctx, m.room_id)
+        body.update(await self._unread(ctx, m.room_id))
         if since_room is None or full or any(e.type == "m.room.member" for e in shown):
             body["summary"] = await self._summary(ctx, m.room_id)
         else:
@@ -278,8 +366,7 @@ class SyncBuilder:
         empty = (
             since_room is not None
             and not full
-            and not body["timeline"]["events"]
-            and not body.get("state", body.get("state_after", {})).get("events")
+            and not shown
             and not ephemeral
             and not body["account_data"]["events"]
         )
@@ -319,28 +406,43 @@ class SyncBuilder:
             out = out[: flt.limit]
         return out
 
-    async def _unread(self, ctx: _Context, room_id: str) -> dict[str, int]:
+    async def _unread(self, ctx: _Context, room_id: str) -> dict[str, Any]:
+        """unread_notifications (and unread_thread_notifications when the filter asks)
+        from the counts the push writer keeps per thread; cached until the user's
+        notifications or read marks in the room change."""
+        hs = self.hs
         user_id = ctx.request.user_id
-        since = ctx.request.since
-        page = ctx.complete_pages.get(room_id)
-        generation = self.hs.sync_cache.receipt_generation(user_id, room_id)
-        cached = self.hs.sync_cache.unread(user_id, room_id)
-        if page is not None and cached is not None and since is not None and cached[1] == since.room:
-            # The page is everything since the last count: count on from there.
-            count = cached[0]
-            for event in page:
-                if event.sender == user_id:
-                    count = 0
-                elif event.state_key is None and event.type in UNREAD_TYPES:
-                    count += 1
-            count = min(count, UNREAD_CAP)
+        generation = hs.sync_cache.receipt_generation(user_id, room_id)
+        cached = hs.sync_cache.unread(user_id, room_id)
+        if cached is not None:
+            counts = cached[0]
         else:
-            count = await self.hs.sync_queries.unread_after_receipt(room_id, user_id, ctx.now.room)
-        self.hs.sync_cache.set_unread(user_id, room_id, count, ctx.now.room, generation)
-        return {"notification_count": count, "highlight_count": 0}
+            counts = await hs.push_actions.store.unread_counts(user_id, room_id)
+            hs.sync_cache.set_unread(user_id, room_id, counts, ctx.now.room, generation)
+        if not ctx.request.filter.timeline.unread_thread_notifications:
+            return {
+                "unread_notifications": {
+                    "notification_count": sum(c.notifications for c in counts.values()),
+                    "highlight_count": sum(c.highlights for c in counts.values()),
+                }
+            }
+        main = counts.get(MAIN_THREAD)
+        return {
+            "unread_notifications": {
+                "notification_count": main.notifications if main else 0,
+                "highlight_count": main.highlights if main else 0,
+            },
+            "unread_thread_notifications": {
+                thread: {"notification_count": c.notifications, "highlight_count": c.highlights}
+                for thread, c in counts.items()
+                if thread != MAIN_THREAD and (c.notifications or c.highlights)
+            },
+        }
 
     async def _summary(self, ctx: _Context, room_id: str) -> dict[str, Any]:
-        members = await self.hs.room_store.members(room_id, ("join", "invite"))
+        members = ctx.members.get(room_id)
+        if members is None:
+            members = await self.hs.room_store.members(room_id, ("join", "invite"))
         joined = [m.user_id for m in members if m.membership == "join"]
         invited = [m.user_id for m in members if m.membership == "invite"]
         heroes = [u for u in sorted(joined + invited) if u != ctx.request.user_id][:MAX_HEROES]
@@ -354,6 +456,23 @@ class SyncBuilder:
         membership and the membership event itself."""
         hs = self.hs
         group = (await hs.events.get_state_groups_of([m.event_id])).get(m.event_id)
+        if group is None:
+            # A room we are not in: the stripped state the other server sent with its
+            # invite, or with its answer to our knock, kept beside the event.
+            event = await hs.events.get_event(m.event_id)
+            unsigned = event.pdu.get("unsigned") if event is not None else None
+            kept = (unsigned.get("invite_room_state") or unsigned.get("knock_room_state")) if isinstance(unsigned, dict) else None
+            if event is not None and isinstance(kept, list):
+                own = {"type": event.type, "state_key": event.state_key, "content": event.content, "sender": event.sender}
+                return [
+                    *(
+                        {k: s[k] for k in ("type", "state_key", "content", "sender")}
+                        for s in kept
+                        if isinstance(s, dict) and (s.get("type"), s.get("state_key")) != (event.type, event.state_key)
+                        and all(k in s for k in ("type", "state_key", "content", "sender"))
+                    ),
+                    own,
+                ]
         state = await hs.state_store.get_state_ids(group) if group is not None else {}
         keys = [*STRIPPED_STATE, ("m.room.member", m.sender)]
         ids = [state[k] for k in keys if k in state and state[k] != m.event_id]
@@ -369,14 +488,52 @@ class SyncBuilder:
         return out
 
     async def _serialize(self, ctx: _Context, events: list[StoredEvent]) -> list[dict[str, Any]]:
-        if not events:
-            return []
+        """An empty list that `_serialize_pending` fills in at the end of the build,
+        when the events of every room are serialised together (one look-up of
+        transaction IDs, redactions and replaced state for the whole response)."""
+        out: list[dict[str, Any]] = []
+        if events:
+            ctx.pending.append((out, events))
+        return out
+
+    async def _serialize_pending(self, ctx: _Context) -> None:
         flt = ctx.request.filter
-        if flt.event_format == "federation":
-            serialized = [dict(e.pdu) for e in events]
-        else:
-            serialized = await self.hs.room_reader.serialize(ctx.reader, events, include_room_id=False)
-        return [flt.shape(e) for e in serialized]
+        batch: list[tuple[list[dict[str, Any]], list[StoredEvent]]] = []
+        size = 0
+        for index, item in enumerate(ctx.pending):
+            batch.append(item)
+            size += len(item[1])
+            if size < 500 and index < len(ctx.pending) - 1:
+                continue
+            events = [e for _, chunk in batch for e in chunk]
+            if flt.event_format == "federation":
+                serialized = [dict(e.pdu) for e in events]
+            else:
+                serialized = await self.hs.room_reader.serialize(ctx.reader, events, include_room_id=False)
+            position = 0
+            for out, chunk in batch:
+                out.extend(flt.shape(e) for e in serialized[position : position + len(chunk)])
+                position += len(chunk)
+            batch, size = [], 0
+        ctx.pending.clear()
+
+    async def _prefetch(self, ctx: _Context, rooms: list[Membership]) -> None:
+        """For the joined rooms built from scratch (all of them in an initial sync):
+        their timelines, the state groups of those events and their members, in a
+        few queries for all rooms instead of a few per room."""
+        flt = ctx.request.filter
+        if len(rooms) < 2 or flt.timeline.excludes_everything or any(flt.timeline.store_kwargs().values()):
+            return
+        hs = self.hs
+        room_ids = [m.room_id for m in rooms if flt.timeline.allows_room(m.room_id)]
+        ids = await hs.sync_queries.latest_event_ids(room_ids, ctx.now.room, flt.timeline_limit + 1)
+        found = await hs.events.get_events(i for r in room_ids for i in ids[r])
+        for room_id in room_ids:
+            page = [found[i] for i in ids[room_id] if i in found]
+            if page:
+                ctx.pages[room_id] = page
+        ctx.groups = await hs.events.get_state_groups_of([e.event_id for page in ctx.pages.values() for e in page])
+        ctx.members = await hs.sync_queries.members_of([m.room_id for m in rooms], ("join", "invite"))
 
     # --- other streams ---------------------------------------------------------------
 

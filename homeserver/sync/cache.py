@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from storage.push_actions import Counts
 from storage.rooms import Membership
 
 if TYPE_CHECKING:
     from homeserver.homeserver import HomeServer
 
 _MAX_USERS = 100_000
+# (user, room) change counters kept for the unread counts before starting afresh.
+_MAX_GENERATIONS = 1_000_000
 
 
 class SyncCache:
@@ -26,9 +29,11 @@ class SyncCache:
         self._ignored_version: dict[str, int] = {}
         self._room_last: dict[str, int] = {}
         self._room_member_change: dict[str, int] = {}
-        # (user, room) -> (unread count, the room position it was counted at)
-        self._unread: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+        # (user, room) -> (unread counts per thread, the room position counted at).
+        # Valid until the user's push actions or read marks in the room change.
+        self._unread: OrderedDict[tuple[str, str], tuple[dict[str, Counts], int]] = OrderedDict()
         self._receipt_generation: dict[tuple[str, str], int] = {}
+        self._unread_epoch = 0
 
     # --- writers ---------------------------------------------------------------------
 
@@ -49,19 +54,31 @@ class SyncCache:
         self._ignored.pop(user_id, None)
 
     def receipt_written(self, user_id: str, room_id: str) -> None:
-        self._unread.pop((user_id, room_id), None)
-        self._receipt_generation[(user_id, room_id)] = self._receipt_generation.get((user_id, room_id), 0) + 1
+        self.unread_changed([(user_id, room_id)])
 
-    def receipt_generation(self, user_id: str, room_id: str) -> int:
-        return self._receipt_generation.get((user_id, room_id), 0)
+    def unread_changed(self, pairs: list[tuple[str, str]]) -> None:
+        """New push actions, a receipt or an own event for these (user, room)s."""
+        if len(self._receipt_generation) + len(pairs) > _MAX_GENERATIONS:
+            # Bounded: start a new epoch, which no count read before it may store.
+            self._unread_epoch += 1
+            self._receipt_generation.clear()
+            self._unread.clear()
+        for key in pairs:
+            self._unread.pop(key, None)
+            self._receipt_generation[key] = self._receipt_generation.get(key, 0) + 1
 
-    def unread(self, user_id: str, room_id: str) -> tuple[int, int] | None:
+    def receipt_generation(self, user_id: str, room_id: str) -> tuple[int, int]:
+        return (self._unread_epoch, self._receipt_generation.get((user_id, room_id), 0))
+
+    def unread(self, user_id: str, room_id: str) -> tuple[dict[str, Counts], int] | None:
         return self._unread.get((user_id, room_id))
 
-    def set_unread(self, user_id: str, room_id: str, count: int, position: int, generation: int) -> None:
+    def set_unread(
+        self, user_id: str, room_id: str, counts: dict[str, Counts], position: int, generation: tuple[int, int]
+    ) -> None:
         if self.receipt_generation(user_id, room_id) != generation:
-            return  # a receipt arrived while counting: count afresh next time
-        self._unread[(user_id, room_id)] = (count, position)
+            return  # counts changed while counting: count afresh next time
+        self._unread[(user_id, room_id)] = (counts, position)
         self._unread.move_to_end((user_id, room_id))
         if len(self._unread) > _MAX_USERS:
             self._unread.popitem(last=False)

@@ -57,6 +57,8 @@ class EventFilter:
     contains_url: bool | None = None
     lazy_load_members: bool = False
     include_redundant_members: bool = False
+    # Room timeline filters: per-thread notification counts in /sync.
+    unread_thread_notifications: bool = False
 
     def __post_init__(self) -> None:
         self._types = _pattern(self.types)
@@ -83,6 +85,9 @@ class EventFilter:
             lazy_load_members=bool(_bool(value.get("lazy_load_members"), f"{name}.lazy_load_members")),
             include_redundant_members=bool(
                 _bool(value.get("include_redundant_members"), f"{name}.include_redundant_members")
+            ),
+            unread_thread_notifications=bool(
+                _bool(value.get("unread_thread_notifications"), f"{name}.unread_thread_notifications")
             ),
         )
 

@@ -17,32 +17,42 @@ from homeserver.sync.tokens import STREAMS, SyncToken
 
 
 class Waiter:
+    """One waiting /sync. Its future resolves True when woken and False when its
+    timer fires: one timer handle per wait, no task of its own (with 10,000
+    long-polls held, every object per waiter counts)."""
+
     __slots__ = ("_future", "room_ids", "user_id")
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
         self.room_ids: frozenset[str] = frozenset()
-        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     def wake(self) -> None:
         if not self._future.done():
-            self._future.set_result(None)
+            self._future.set_result(True)
 
     @property
     def woken(self) -> bool:
-        return self._future.done()
+        return self._future.done() and not self._future.cancelled() and self._future.result()
+
+    @staticmethod
+    def _expire(future: asyncio.Future[bool]) -> None:
+        if not future.done():
+            future.set_result(False)
 
     async def wait(self, timeout: float) -> bool:
         """True when woken, False on timeout; the waiter is re-armed either way."""
+        future = self._future
         if timeout <= 0:
-            woken = self._future.done()
+            woken = future.done()
         else:
+            timer = asyncio.get_running_loop().call_later(timeout, self._expire, future)
             try:
-                await asyncio.wait_for(asyncio.shield(self._future), timeout)
-                woken = True
-            except TimeoutError:
-                woken = False
-        if self._future.done():
+                woken = await future
+            finally:
+                timer.cancel()
+        if future.done():
             self._future = asyncio.get_running_loop().create_future()
         return woken
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from homeserver.sync.notifier import Notifier
@@ -27,6 +27,11 @@ ACTIVE_WINDOW_MS = 60 * 1000
 # Activity is written at most this often per user (it only moves last_active_ago).
 ACTIVITY_WRITE_INTERVAL_MS = 60 * 1000
 SWEEP_INTERVAL_S = 5.0
+# Another server's user is offline once their server has said nothing for this long
+# (servers repeat the presence of online users every ~25 minutes).
+REMOTE_TIMEOUT_MS = 30 * 60 * 1000
+# ... and so we repeat our users' presence while they are not offline.
+REMOTE_REPEAT_MS = 25 * 60 * 1000
 
 
 def _now() -> int:
@@ -43,6 +48,13 @@ class Presence:
         self._syncing: dict[str, int] = {}
         self._last_sync: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # Set when federation is on: which users are ours (the sweep times out only
+        # those; other servers time out their own), and where our users' changes go
+        # (m.presence EDUs to the servers sharing a room).
+        self.is_local: Callable[[str], bool] = lambda user_id: True
+        self.local_changed: Callable[[PresenceRow], Awaitable[None]] | None = None
+        self._remote_heard: dict[str, int] = {}
+        self._pushed: dict[str, int] = {}
 
     async def start(self) -> None:
         if not self.enabled:
@@ -73,6 +85,18 @@ class Presence:
         self.notifier.advance("presence", row.stream_id)
         self.notifier.wake_users([user_id])
         self.notifier.wake_rooms(await self.queries.joined_room_ids(user_id))
+        if self.is_local(user_id):
+            await self._push(row)
+
+    async def _push(self, row: PresenceRow) -> None:
+        """Tell other servers (when federation is on) of a local user's presence."""
+        if self.local_changed is None:
+            return
+        self._pushed[row.user_id] = _now()
+        try:
+            await self.local_changed(row)
+        except Exception:
+            logger.exception("Sending presence of %s to other servers failed", row.user_id)
 
     # --- changes ---------------------------------------------------------------------
 
@@ -83,6 +107,12 @@ class Presence:
         row = await self._row(user_id)
         last_active = now if state == "online" or row is None else row.last_active_ts
         await self._write(user_id, state, status_msg, last_active)
+
+    async def set_remote(self, user_id: str, state: str, status_msg: str | None, last_active_ts: int) -> None:
+        """Presence of another server's user, as their server told us (m.presence)."""
+        if self.enabled:
+            self._remote_heard[user_id] = _now()
+            await self._write(user_id, state, status_msg, last_active_ts)
 
     async def user_active(self, user_id: str) -> None:
         """The user did something (sent an event): online, and last_active is now."""
@@ -127,10 +157,17 @@ class Presence:
         for user_id, row in list(self._rows.items()):
             if row.state == "offline":
                 continue
+            if not self.is_local(user_id):
+                heard = self._remote_heard.setdefault(user_id, now)
+                if now - heard > REMOTE_TIMEOUT_MS:
+                    await self._write(user_id, "offline", row.status_msg, row.last_active_ts)
+                continue
             if user_id not in self._syncing and now - self._last_sync.get(user_id, 0) > OFFLINE_AFTER_SYNC_MS:
                 await self._write(user_id, "offline", row.status_msg, row.last_active_ts)
             elif row.state == "online" and now - row.last_active_ts > IDLE_AFTER_MS:
                 await self._write(user_id, "unavailable", row.status_msg, row.last_active_ts)
+            elif now - self._pushed.setdefault(user_id, now) > REMOTE_REPEAT_MS:
+                await self._push(row)
 
     # --- reading ---------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ async def record_receipt(
     hs: HomeServer, room_id: str, receipt_type: str, user_id: str, thread_id: str, event_id: str, data: dict[str, Any]
 ) -> None:
     position = await hs.receipts.put(room_id, receipt_type, user_id, thread_id, event_id, data)
+    # Unread counts follow the read mark before any sync is woken.
+    await hs.push_actions.receipt_moved(user_id, room_id, receipt_type, thread_id)
     hs.sync_cache.receipt_written(user_id, room_id)
     hs.notifier.advance("receipts", position)
     hs.notifier.wake_rooms([room_id])

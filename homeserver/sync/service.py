@@ -21,6 +21,7 @@ MAX_TIMEOUT_MS = 5 * 60 * 1000
 # here (no timeout) instead of in the database pool (which times out), and other
 # requests still get a connection.
 CONCURRENT_BUILDS = 8
+PARSED_FILTERS = 100_000
 
 
 class SyncService:
@@ -28,6 +29,7 @@ class SyncService:
         self.hs = hs
         self.builder = SyncBuilder(hs)
         self._build_slots = asyncio.Semaphore(CONCURRENT_BUILDS)
+        self._parsed_filters: dict[tuple[str, int], SyncFilter] = {}
 
     async def on_event(self, event: StoredEvent) -> None:
         """RoomEvents listener: a room event was persisted."""
@@ -60,10 +62,20 @@ class SyncService:
             return SyncFilter.parse(definition)
         if not value.isdigit() or len(value) > 18:
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid filter ID")
+        key = (user_id, int(value))
+        parsed = self._parsed_filters.get(key)
+        if parsed is not None:
+            return parsed
         stored = await self.hs.filters.get(user_id, int(value))
         if stored is None:
             raise MatrixError(400, "M_INVALID_PARAM", "Unknown filter ID")
-        return SyncFilter.parse(stored)
+        parsed = SyncFilter.parse(stored)
+        # Stored filters never change (there is no API to edit one), and nothing
+        # mutates a parsed filter: every long-poll of a client shares one.
+        if len(self._parsed_filters) >= PARSED_FILTERS:
+            self._parsed_filters.clear()
+        self._parsed_filters[key] = parsed
+        return parsed
 
     def parse_since(self, since: str | None) -> SyncToken | None:
         if since is None or since == "":
@@ -84,7 +96,14 @@ class SyncService:
                 if has_updates or request.since is None or request.full_state or notifier.shutting_down:
                     return response
                 remaining = deadline - loop.time()
-                if remaining <= 0 or not await waiter.wait(remaining):
+                if remaining <= 0:
                     return response
+                # Nothing new: wait without holding on to the empty answer (thousands
+                # of waiting long-polls would keep thousands of them); on timeout the
+                # answer is built afresh.
+                del response
+                if not await waiter.wait(remaining):
+                    async with self._build_slots:
+                        return (await self.builder.build(request, notifier.token()))[0]
         finally:
             notifier.unregister(waiter)

@@ -41,6 +41,7 @@ def wire_sync(hs: HomeServer) -> None:
     hs.room_events.listeners.append(hs.sync.on_event)
     hs.account_data.listeners.append(hs.sync.on_account_data)
     hs.devices.deleted_listeners.append(hs.e2ee.devices_deleted)
+    hs.devices.renamed_listeners.append(hs.e2ee.device_renamed)
 
 
 async def start_sync(hs: HomeServer) -> None:

@@ -1,0 +1,516 @@
+"""Push notifications end to end: push rules evaluated on the send path, unread and
+highlight counts in /sync (also through matrix-nio), pushers, delivery to a real
+HTTP push gateway stand-in (a small HTTP server on loopback that records what it is
+sent), and GET /notifications."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from nio import AsyncClient, SyncResponse
+
+from tests.conftest import V3, Api, User, register_user
+from tests.server import POSTGRES_ENV, ServerProcess, free_port
+from tests.test_sync import create_room, join, send, shared_room, sync
+
+NOTIFY_PATH = "/_matrix/push/v1/notify"
+
+
+class Gateway:
+    """A push gateway: records every notification POSTed to it; answers
+    `rejected` for the pushkeys in `self.rejecting`. Can be stopped and restarted
+    on the same port (a gateway that is down)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[dict[str, Any]] = []
+        self.rejecting: set[str] = set()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{NOTIFY_PATH}"
+
+    def start(self) -> None:
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.0: one connection per request, so stop() really takes it down.
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with gateway._lock:
+                    gateway.received.append({"path": self.path, "body": body})
+                    devices = body["notification"]["devices"]
+                    rejected = [d["pushkey"] for d in devices if d["pushkey"] in gateway.rejecting]
+                answer = json.dumps({"rejected": rejected}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def notifications(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r["body"]["notification"] for r in self.received]
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.notifications()
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} notifications, got {self.notifications()}")
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    gw = Gateway()
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+def set_pusher(user: User, url: str, pushkey: str = "key1", **extra: Any) -> None:
+    data = extra.pop("data", {})
+    body = {
+        "kind": "http",
+        "app_id": "org.example.app",
+        "pushkey": pushkey,
+        "app_display_name": "Example",
+        "device_display_name": "Phone",
+        "lang": "en",
+        "data": {"url": url, **data},
+        **extra,
+    }
+    response = user.api.post(f"{V3}/pushers/set", json=body)
+    assert response.status_code == 200, response.text
+
+
+def pushers(user: User) -> list[dict[str, Any]]:
+    response = user.api.get(f"{V3}/pushers")
+    assert response.status_code == 200, response.text
+    return response.json()["pushers"]
+
+
+def counts(user: User, room_id: str, **params: Any) -> dict[str, Any]:
+    room = sync(user, **params)["rooms"]["join"][room_id]
+    return room
+
+
+def group_room(owner: User, *others: User, **body: Any) -> str:
+    """A room of 3 or more: messages notify without the one-to-one rule."""
+    room_id = create_room(owner, invite=[o.user_id for o in others], **body)
+    for other in others:
+        join(other, room_id)
+    return room_id
+
+
+def send_content(user: User, room_id: str, content: dict[str, Any]) -> str:
+    response = user.api.put(f"{V3}/rooms/{room_id}/send/m.room.message/t{time.monotonic_ns()}", json=content)
+    assert response.status_code == 200, response.text
+    return str(response.json()["event_id"])
+
+
+# --- pushers API -------------------------------------------------------------------------
+
+
+def test_pushers_set_list_update_delete_append(new_user: Callable[..., User]) -> None:
+    alice, bob = new_user(), new_user()
+    url = "https://push.example.org/_matrix/push/v1/notify"
+    assert pushers(alice) == []
+    set_pusher(alice, url, data={"format": "event_id_only", "custom": 1}, profile_tag="tag")
+    [pusher] = pushers(alice)
+    assert pusher == {
+        "pushkey": "key1",
+        "kind": "http",
+        "app_id": "org.example.app",
+        "app_display_name": "Example",
+        "device_display_name": "Phone",
+        "profile_tag": "tag",
+        "lang": "en",
+        "data": {"url": url, "format": "event_id_only", "custom": 1},
+    }
+    # Same app_id + pushkey: updated, not duplicated.
+    set_pusher(alice, url, lang="de")
+    assert [p["lang"] for p in pushers(alice)] == ["de"]
+    # Another user takes the same pushkey without append: alice's goes.
+    set_pusher(bob, url)
+    assert pushers(alice) == []
+    assert len(pushers(bob)) == 1
+    # With append both stay.
+    set_pusher(alice, url, append=True)
+    assert len(pushers(alice)) == 1 and len(pushers(bob)) == 1
+    # kind null deletes.
+    response = alice.api.post(f"{V3}/pushers/set", json={"kind": None, "app_id": "org.example.app", "pushkey": "key1"})
+    assert response.status_code == 200
+    assert pushers(alice) == []
+    assert len(pushers(bob)) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "errcode"),
+    [
+        ({"app_id": "a", "pushkey": "k"}, "M_MISSING_PARAM"),
+        ({"kind": "http", "pushkey": "k"}, "M_MISSING_PARAM"),
+        ({"kind": "http", "app_id": "a", "pushkey": "k", "lang": "en", "device_display_name": "d", "data": {}}, "M_MISSING_PARAM"),
+        ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "x", "device_display_name": "d", "lang": "en", "data": {}}, "M_MISSING_PARAM"),
+        ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "x", "device_display_name": "d", "lang": "en", "data": {"url": "https://h/notify"}}, "M_INVALID_PARAM"),
+        ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "x", "device_display_name": "d", "lang": "en", "data": {"url": "ftp://h/_matrix/push/v1/notify"}}, "M_INVALID_PARAM"),
+        ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "x", "device_display_name": "d", "lang": "en", "data": {"url": 5}}, "M_BAD_JSON"),
+        ({"kind": "email", "app_id": "m.email", "pushkey": "a@b.c", "app_display_name": "x", "device_display_name": "d", "lang": "en", "data": {}}, "M_INVALID_PARAM"),
+        ({"kind": "carrier-pigeon", "app_id": "a", "pushkey": "k", "app_display_name": "x", "device_display_name": "d", "lang": "en", "data": {}}, "M_INVALID_PARAM"),
+        ({"kind": 5, "app_id": "a", "pushkey": "k"}, "M_BAD_JSON"),
+        ({"kind": "http", "app_id": "a" * 65, "pushkey": "k"}, "M_INVALID_PARAM"),
+        ({"kind": "http", "app_id": "a", "pushkey": "k" * 513}, "M_INVALID_PARAM"),
+        ({"kind": None, "app_id": "a", "pushkey": "k", "append": "yes"}, "M_BAD_JSON"),
+        ({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "x", "device_display_name": "d", "lang": "en", "data": []}, "M_BAD_JSON"),
+    ],
+)
+def test_set_pusher_bad_input(user: User, body: dict[str, Any], errcode: str) -> None:
+    response = user.api.post(f"{V3}/pushers/set", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["errcode"] == errcode
+    assert pushers(user) == []
+
+
+def test_set_pusher_not_json(user: User) -> None:
+    response = user.api.post(f"{V3}/pushers/set", content=b"[1]", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["errcode"] == "M_NOT_JSON"
+    assert user.api.get(f"{V3}/pushers", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_logout_removes_the_devices_pushers(server: ServerProcess, new_user: Callable[..., User]) -> None:
+    alice = new_user()
+    set_pusher(alice, "https://push.example.org/_matrix/push/v1/notify")
+    # A second session of the same user with its own pusher.
+    login = Api(server.base_url).post(
+        f"{V3}/login", json={"type": "m.login.password", "identifier": {"type": "m.id.user", "user": alice.user_id}, "password": alice.password}
+    )
+    other = Api(server.base_url, login.json()["access_token"])
+    response = other.post(
+        f"{V3}/pushers/set",
+        json={"kind": "http", "app_id": "org.example.app", "pushkey": "key2", "app_display_name": "E",
+              "device_display_name": "Tablet", "lang": "en", "data": {"url": "https://push.example.org/_matrix/push/v1/notify"}},
+    )
+    assert response.status_code == 200
+    assert sorted(p["pushkey"] for p in pushers(alice)) == ["key1", "key2"]
+    assert other.post(f"{V3}/logout", json={}).status_code == 200
+    assert [p["pushkey"] for p in pushers(alice)] == ["key1"]
+
+
+@pytest.mark.skipif(bool(os.environ.get(POSTGRES_ENV)), reason="reads the SQLite file")
+def test_deactivation_removes_the_users_pushers(make_server: Callable[..., ServerProcess]) -> None:
+    server = make_server()
+    alice, bob = register_user(server.base_url), register_user(server.base_url)
+    set_pusher(alice, "https://push.example.org/_matrix/push/v1/notify", pushkey="alice")
+    set_pusher(bob, "https://push.example.org/_matrix/push/v1/notify", pushkey="bob")
+    first = alice.api.post(f"{V3}/account/deactivate", json={})
+    auth = {"type": "m.login.password", "session": first.json()["session"], "user": alice.localpart, "password": alice.password}
+    assert alice.api.post(f"{V3}/account/deactivate", json={"auth": auth}).status_code == 200
+    database = server.directory / "data" / "homeserver.db"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database) as conn:
+            owners = sorted(row[0] for row in conn.execute("SELECT user_id FROM pushers"))
+        if owners == [bob.user_id]:
+            break
+        time.sleep(0.05)
+    assert owners == [bob.user_id]
+    assert [p["pushkey"] for p in pushers(bob)] == ["bob"]
+
+
+# --- delivery ---------------------------------------------------------------------------
+
+
+def test_messages_reach_the_gateway_with_counts(new_user: Callable[..., User], gateway: Gateway) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob, name="Chat")
+    set_pusher(bob, gateway.url, data={"extra": "kept"})
+    first = send(alice, room_id, "hello")
+    second = send(alice, room_id, "again")
+    found = gateway.wait_for(2)
+    assert [n["event_id"] for n in found] == [first, second]
+    assert all(r["path"] == NOTIFY_PATH for r in gateway.received)
+    note = found[1]
+    assert note["room_id"] == room_id
+    assert note["type"] == "m.room.message"
+    assert note["sender"] == alice.user_id
+    assert note["content"] == {"msgtype": "m.text", "body": "again"}
+    assert note["room_name"] == "Chat"
+    assert note["counts"] == {"unread": 2}
+    # A one-to-one room's default rule plays a sound: high priority.
+    assert note["prio"] == "high"
+    [device] = note["devices"]
+    assert device["app_id"] == "org.example.app" and device["pushkey"] == "key1"
+    assert device["data"] == {"extra": "kept"}  # everything but the url
+    assert device["tweaks"] == {"sound": "default"}
+    assert isinstance(device["pushkey_ts"], int) and abs(device["pushkey_ts"] - time.time()) < 600
+    # The sender is never notified of their own messages.
+    assert all(n["sender"] != bob.user_id for n in found)
+    time.sleep(0.3)
+    assert len(gateway.notifications()) == 2
+
+
+def test_event_id_only_format(new_user: Callable[..., User], gateway: Gateway) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    set_pusher(bob, gateway.url, data={"format": "event_id_only"})
+    event_id = send(alice, room_id, "secret")
+    [note] = gateway.wait_for(1)
+    assert set(note) == {"event_id", "room_id", "counts", "devices", "prio"}
+    assert note["event_id"] == event_id and note["room_id"] == room_id
+    assert note["counts"] == {"unread": 1}
+    assert note["devices"][0]["data"] == {"format": "event_id_only"}
+
+
+def test_mentions_highlight_and_count(new_user: Callable[..., User], gateway: Gateway) -> None:
+    alice, bob, carol = new_user(), new_user(), new_user()
+    room_id = group_room(alice, bob, carol)
+    assert alice.api.put(f"{V3}/profile/{alice.user_id}/displayname", json={"displayname": "Alice A"}).status_code == 200
+    set_pusher(bob, gateway.url)
+    send(alice, room_id, "just chatting")
+    send_content(alice, room_id, {"msgtype": "m.text", "body": "hey you", "m.mentions": {"user_ids": [bob.user_id]}})
+    send(alice, room_id, "back to chatting")
+    found = gateway.wait_for(3)
+    # A group message is low priority; a mention highlights and plays a sound.
+    assert [n["prio"] for n in found] == ["low", "high", "low"]
+    assert [n["devices"][0]["tweaks"].get("highlight", False) for n in found] == [False, True, False]
+    assert {n["sender_display_name"] for n in found} == {"Alice A"}
+    room = counts(bob, room_id)
+    assert room["unread_notifications"] == {"notification_count": 3, "highlight_count": 1}
+    # Carol was not mentioned: counted, not highlighted.
+    assert counts(carol, room_id)["unread_notifications"] == {"notification_count": 3, "highlight_count": 0}
+    highlights = bob.api.get(f"{V3}/notifications", params={"only": "highlight"}).json()["notifications"]
+    assert [n["event"]["content"]["body"] for n in highlights] == ["hey you"]
+
+
+def test_muted_room_stops_pushes_and_counts(new_user: Callable[..., User], gateway: Gateway) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    set_pusher(bob, gateway.url)
+    response = bob.api.put(f"{V3}/pushrules/global/room/{room_id}", json={"actions": []})
+    assert response.status_code == 200, response.text
+    send(alice, room_id, "nobody hears this")
+    time.sleep(0.5)
+    assert gateway.notifications() == []
+    assert counts(bob, room_id)["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    # Unmuted: notifications flow again.
+    assert bob.api.delete(f"{V3}/pushrules/global/room/{room_id}").status_code == 200
+    event_id = send(alice, room_id, "now you hear me")
+    assert [n["event_id"] for n in gateway.wait_for(1)] == [event_id]
+    assert counts(bob, room_id)["unread_notifications"]["notification_count"] == 1
+
+
+def test_ignored_sender_does_not_notify(new_user: Callable[..., User], gateway: Gateway) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    set_pusher(bob, gateway.url)
+    path = f"{V3}/user/{bob.user_id}/account_data/m.ignored_user_list"
+    assert bob.api.put(path, json={"ignored_users": {alice.user_id: {}}}).status_code == 200
+    send(alice, room_id, "ignored")
+    time.sleep(0.5)
+    assert gateway.notifications() == []
+    assert bob.api.put(path, json={"ignored_users": {}}).status_code == 200
+    event_id = send(alice, room_id, "heard")
+    assert [n["event_id"] for n in gateway.wait_for(1)] == [event_id]
+
+
+def test_gateway_down_then_up_loses_nothing(new_user: Callable[..., User], gateway: Gateway) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    set_pusher(bob, gateway.url)
+    gateway.stop()
+    started = time.monotonic()
+    sent = [send(alice, room_id, f"m{i}") for i in range(3)]
+    # Sending never waits for the gateway.
+    assert time.monotonic() - started < 5
+    time.sleep(1.5)  # a few failed attempts
+    gateway.start()
+    found = gateway.wait_for(3, timeout=30)
+    assert [n["event_id"] for n in found] == sent
+    time.sleep(0.5)
+    assert len(gateway.notifications()) == 3
+
+
+def test_delivery_resumes_after_restart(make_server: Callable[..., ServerProcess], gateway: Gateway) -> None:
+    server = make_server()
+    alice, bob = register_user(server.base_url), register_user(server.base_url)
+    room_id = shared_room(alice, bob)
+    set_pusher(bob, gateway.url)
+    first = send(alice, room_id, "before")
+    gateway.wait_for(1)
+    gateway.stop()
+    pending = send(alice, room_id, "while the gateway is down")
+    server.stop()
+    gateway.start()
+    server.start()
+    found = gateway.wait_for(2, timeout=30)
+    assert [n["event_id"] for n in found] == [first, pending]
+    assert "Traceback" not in server.log()
+
+
+def test_rejected_pushkey_removes_the_pusher(new_user: Callable[..., User], gateway: Gateway) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    set_pusher(bob, gateway.url, pushkey="expired")
+    set_pusher(bob, gateway.url, pushkey="fine")
+    gateway.rejecting.add("expired")
+    send(alice, room_id, "one")
+    gateway.wait_for(2)
+    deadline = time.monotonic() + 10
+    while [p["pushkey"] for p in pushers(bob)] != ["fine"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p["pushkey"] for p in pushers(bob)] == ["fine"]
+    send(alice, room_id, "two")
+    found = gateway.wait_for(3)
+    time.sleep(0.3)
+    assert [n["devices"][0]["pushkey"] for n in gateway.notifications()[2:]] == ["fine"]
+    assert len(found) == 3
+
+
+# --- counts in /sync ----------------------------------------------------------------------
+
+
+async def test_read_receipt_resets_counts_in_nio(server: ServerProcess, new_user: Callable[..., User]) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    client = AsyncClient(server.base_url, bob.user_id)
+    client.access_token, client.user_id, client.device_id = bob.access_token, bob.user_id, bob.device_id
+    try:
+        first = await client.sync(timeout=0)
+        assert isinstance(first, SyncResponse)
+        send(alice, room_id, "a")
+        middle = send(alice, room_id, "b")
+        last = send(alice, room_id, "c")
+        response = await client.sync(timeout=0)
+        assert isinstance(response, SyncResponse)
+        unread = response.rooms.join[room_id].unread_notifications
+        assert (unread.notification_count, unread.highlight_count) == (3, 0)
+        # nio's receipt is threaded ("main"): it reads the main timeline up to b.
+        await client.update_receipt_marker(room_id, middle)
+        response = await client.sync(timeout=0)
+        assert isinstance(response, SyncResponse)
+        assert response.rooms.join[room_id].unread_notifications.notification_count == 1
+        await client.room_read_markers(room_id, last, last)
+        response = await client.sync(timeout=0)
+        assert isinstance(response, SyncResponse)
+        assert response.rooms.join[room_id].unread_notifications.notification_count == 0
+    finally:
+        await client.close()
+
+
+def test_receipt_wakes_a_waiting_sync_with_new_counts(server: ServerProcess, new_user: Callable[..., User]) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    event_id = send(alice, room_id, "read me")
+    token = sync(bob)["next_batch"]
+    result: dict[str, Any] = {}
+
+    def wait() -> None:
+        # Other streams (bob's own presence) may answer first: poll on until the room.
+        since = token
+        with Api(server.base_url, bob.access_token) as waiting:
+            while time.monotonic() - started < 15:
+                response = waiting.get(f"{V3}/sync", params={"since": since, "timeout": 20000}).json()
+                since = response["next_batch"]
+                if room_id in response["rooms"]["join"]:
+                    result["response"] = response
+                    return
+
+    thread = threading.Thread(target=wait)
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.5)
+    # The receipt comes from another session of bob's (a second device).
+    assert bob.api.post(f"{V3}/rooms/{room_id}/receipt/m.read.private/{event_id}", json={}).status_code == 200
+    thread.join(15)
+    assert time.monotonic() - started < 10
+    room = result["response"]["rooms"]["join"][room_id]
+    assert room["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+
+
+def test_thread_counts(new_user: Callable[..., User]) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    root = send(alice, room_id, "root")
+    in_thread = [
+        send_content(alice, room_id, {"msgtype": "m.text", "body": f"reply {i}", "m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+        for i in range(2)
+    ]
+    threaded_filter = {"room": {"timeline": {"unread_thread_notifications": True}}}
+    room = counts(bob, room_id, filter=threaded_filter)
+    assert room["unread_notifications"] == {"notification_count": 1, "highlight_count": 0}
+    assert room["unread_thread_notifications"] == {root: {"notification_count": 2, "highlight_count": 0}}
+    # Without the flag: everything together, and no per-thread object.
+    room = counts(bob, room_id)
+    assert room["unread_notifications"]["notification_count"] == 3
+    assert "unread_thread_notifications" not in room
+    # A receipt in the thread reads the thread only.
+    response = bob.api.post(f"{V3}/rooms/{room_id}/receipt/m.read/{in_thread[0]}", json={"thread_id": root})
+    assert response.status_code == 200, response.text
+    room = counts(bob, room_id, filter=threaded_filter)
+    assert room["unread_notifications"]["notification_count"] == 1
+    assert room["unread_thread_notifications"] == {root: {"notification_count": 1, "highlight_count": 0}}
+    # A receipt for the main timeline leaves the thread alone.
+    assert bob.api.post(f"{V3}/rooms/{room_id}/receipt/m.read/{root}", json={"thread_id": "main"}).status_code == 200
+    room = counts(bob, room_id, filter=threaded_filter)
+    assert room["unread_notifications"]["notification_count"] == 0
+    assert room["unread_thread_notifications"] == {root: {"notification_count": 1, "highlight_count": 0}}
+    # An unthreaded receipt reads everything before it, in every thread.
+    assert bob.api.post(f"{V3}/rooms/{room_id}/receipt/m.read/{in_thread[1]}", json={}).status_code == 200
+    room = counts(bob, room_id, filter=threaded_filter)
+    assert room["unread_notifications"]["notification_count"] == 0
+    assert room["unread_thread_notifications"] == {}
+
+
+# --- /notifications -----------------------------------------------------------------------
+
+
+def test_notifications_list(new_user: Callable[..., User]) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    sent = [send(alice, room_id, f"n{i}") for i in range(5)]
+    assert bob.api.post(f"{V3}/rooms/{room_id}/receipt/m.read/{sent[1]}", json={}).status_code == 200
+    response = bob.api.get(f"{V3}/notifications", params={"limit": 3})
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert [n["event"]["event_id"] for n in page["notifications"]] == [sent[4], sent[3], sent[2]]
+    first = page["notifications"][0]
+    assert first["room_id"] == room_id and first["read"] is False
+    assert "notify" in first["actions"]
+    assert abs(first["ts"] - time.time() * 1000) < 60_000
+    assert first["event"]["content"]["body"] == "n4"
+    rest = bob.api.get(f"{V3}/notifications", params={"limit": 10, "from": page["next_token"]}).json()
+    # The oldest is bob's invite (.m.rule.invite_for_me), read by his own join.
+    assert [n["event"]["event_id"] for n in rest["notifications"][:2]] == [sent[1], sent[0]]
+    assert [n["event"]["type"] for n in rest["notifications"][2:]] == ["m.room.member"]
+    assert [n["read"] for n in rest["notifications"]] == [True, True, True]
+    assert "next_token" not in rest
+    # Alice sent them: she has nothing.
+    assert alice.api.get(f"{V3}/notifications").json()["notifications"] == []
+    bad = bob.api.get(f"{V3}/notifications", params={"from": "garbage"})
+    assert bad.status_code == 400 and bad.json()["errcode"] == "M_INVALID_PARAM"
+    assert bob.api.get(f"{V3}/notifications", params={"limit": "x"}).status_code == 400
