@@ -1,5 +1,7 @@
-"""Joins from other servers' users into rooms we hold: make_join and send_join (v2)
-(spec: Server-Server API, "Joining Rooms")."""
+"""Other servers' users joining, leaving and knocking on rooms we hold: make_join and
+send_join (v2), and the same handshake for make_leave/send_leave (v2) and
+make_knock/send_knock (spec: Server-Server API, "Joining Rooms", "Leaving Rooms",
+"Knocking")."""
 
 from __future__ import annotations
 
@@ -23,24 +25,29 @@ def federation_pdu(event: StoredEvent) -> dict[str, Any]:
     return {k: v for k, v in event.pdu.items() if k != "unsigned"}
 
 
-async def make_join(request: Request) -> Response:
+async def make_membership(request: Request, membership: str) -> Response:
+    """GET make_join / make_leave / make_knock: a template the user's server signs."""
     origin, _ = await authenticate(request)
     hs = request.app.state.hs
     room_id = request.path_params["room_id"]
     user_id = request.path_params["user_id"]
     if ":" not in user_id or domain_of(user_id) != origin:
-        raise forbidden("You can only make joins for your own users")
+        raise forbidden(f"You can only make {membership} events for your own users")
     try:
         head = await hs.room_events.head(room_id)
     except MatrixError:
         raise not_found("Unknown room") from None
     version = head.room_version
-    if version.identifier not in request.query_params.getlist("ver"):
-        raise MatrixError(
-            400, "M_INCOMPATIBLE_ROOM_VERSION", "Your server does not support this room's version",
-            room_version=version.identifier,
-        )
-    content = {"membership": "join"}
+    if membership != "leave":
+        # `ver` is repeated (as servers send it) or comma-separated (as the spec's
+        # form style with explode: false reads).
+        offered = {v for raw in request.query_params.getlist("ver") for v in raw.split(",")}
+        if version.identifier not in offered:
+            raise MatrixError(
+                400, "M_INCOMPATIBLE_ROOM_VERSION", "Your server does not support this room's version",
+                room_version=version.identifier,
+            )
+    content = {"membership": membership}
     prev_ids, depth = head.next_prev_events()
     template: dict[str, Any] = {
         "type": "m.room.member",
@@ -59,11 +66,13 @@ async def make_join(request: Request) -> Response:
     try:
         check_auth(version, template, auth_state, enforce_size_limits=False, create_event_id=head.create_event_id)
     except AuthError as exc:
-        raise forbidden(f"You may not join this room: {exc.args[0]}") from None
+        raise forbidden(f"You may not {membership} in this room: {exc.args[0]}") from None
     return json_response({"room_version": version.identifier, "event": template})
 
 
-async def send_join(request: Request) -> Response:
+async def receive_membership(request: Request, membership: str) -> tuple[Any, StoredEvent]:
+    """PUT send_join / send_leave / send_knock: check the signed event and accept it into
+    the room, and relay it to the room's other servers."""
     origin, body = await authenticate(request)
     hs = request.app.state.hs
     room_id = request.path_params["room_id"]
@@ -82,18 +91,27 @@ async def send_join(request: Request) -> Response:
         pdu.get("type") != "m.room.member"
         or pdu.get("room_id") != room_id
         or pdu.get("state_key") != sender
-        or (pdu.get("content") or {}).get("membership") != "join"
+        or (pdu.get("content") or {}).get("membership") != membership
         or domain_of(sender) != origin
     ):
-        raise MatrixError(400, "M_BAD_JSON", "Not a join event of one of your users for this room")
+        raise MatrixError(400, "M_BAD_JSON", f"Not a {membership} event of one of your users for this room")
     try:
         stored = await hs.received_events.accept(room_id, event_id, pdu)
     except RejectedEvent as exc:
         raise forbidden(exc.reason) from None
     if stored.outlier:
-        # Soft-failed: allowed where it was built, not by the room as it is now.
-        raise forbidden("The join is not allowed by the room's current state")
+        raise forbidden("The event is not allowed by the room's current state")
     await hs.federation.sender.relay(stored, origin)
+    return hs, stored
+
+
+async def make_join(request: Request) -> Response:
+    return await make_membership(request, "join")
+
+
+async def send_join(request: Request) -> Response:
+    hs, stored = await receive_membership(request, "join")
+    room_id, pdu = stored.room_id, stored.pdu
     prev_ids = list(pdu.get("prev_events", []))
     groups = await hs.events.get_state_groups_of(prev_ids)
     state_ids: dict[Any, str] = {}
