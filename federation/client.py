@@ -12,9 +12,10 @@ import httpx
 from signedjson.types import SigningKey
 
 from federation.discovery import ServerResolver
-from federation.ip_blocklist import IPRangeFilter, filtering_transport
+from federation.ip_blocklist import filtering_transport
 from federation.request_auth import authorization_header
 from homeserver.config import FederationSettings
+from homeserver.ip_ranges import IPRangeFilter
 
 MAX_RESPONSE_BYTES = 50 * 1024 * 1024
 

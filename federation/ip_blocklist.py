@@ -21,33 +21,12 @@ import httpcore
 import httpx
 from httpcore import AnyIOBackend, AsyncNetworkBackend, AsyncNetworkStream
 
+from homeserver.ip_ranges import IPAddress, IPRangeFilter
+
 logger = logging.getLogger(__name__)
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# Unspecified addresses reach the local machine on most systems: always blocked.
-_ALWAYS_BLOCKED = [ipaddress.ip_network("0.0.0.0/32"), ipaddress.ip_network("::/128")]
-
 
 class BlockedAddress(httpcore.ConnectError):
     """The destination resolved only to blocked addresses (a connect error to callers)."""
-
-
-class IPRangeFilter:
-    def __init__(self, blocklist: Iterable[str], allowlist: Iterable[str]) -> None:
-        self.blocked: list[IPNetwork] = [ipaddress.ip_network(c, strict=False) for c in blocklist]
-        self.allowed: list[IPNetwork] = [ipaddress.ip_network(c, strict=False) for c in allowlist]
-
-    def is_blocked(self, address: IPAddress) -> bool:
-        # An IPv4 address written as IPv6 (::ffff:127.0.0.1) is the IPv4 address.
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if any(address in net for net in self.allowed if net.version == address.version):
-            return False
-        if any(address in net for net in _ALWAYS_BLOCKED if net.version == address.version):
-            return True
-        return any(address in net for net in self.blocked if net.version == address.version)
 
 
 async def _resolve(host: str, port: int, timeout: float | None) -> list[IPAddress]:

@@ -176,6 +176,15 @@ class PushSettings(_Strict):
     enabled: bool = True
     # Seconds to wait for a push gateway's answer before trying again later.
     gateway_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # Push gateways at these addresses are not contacted (a user chooses the URL of
+    # their pusher: without this they could make the server POST into its own network).
+    ip_range_blocklist: list[str] = DEFAULT_IP_RANGE_BLOCKLIST
+    ip_range_allowlist: list[str] = []
+
+    @field_validator("ip_range_blocklist", "ip_range_allowlist")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return _check_cidrs(value)
 
 
 class PresenceSettings(_Strict):

@@ -24,12 +24,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from unpaddedbase64 import decode_base64
 
-from federation.ip_blocklist import IPRangeFilter
 from federation.keys import server_keys_response
 from federation.notary import REFETCH_AFTER_S
 from homeserver.config import DEFAULT_IP_RANGE_BLOCKLIST
 from homeserver.config_generate import write_self_signed_certificate
 from homeserver.events import generate_signing_key, sign_json, verify_key_of
+from homeserver.ip_ranges import IPRangeFilter
 from tests.conftest import V3, register_user
 from tests.fake_peer import FakePeer
 from tests.server import ServerProcess, free_port

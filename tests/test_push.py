@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from nio import AsyncClient, SyncResponse
 
+from homeserver.config import DEFAULT_IP_RANGE_BLOCKLIST
 from tests.conftest import V3, Api, User, register_user
 from tests.server import POSTGRES_ENV, ServerProcess, free_port
 from tests.test_sync import create_room, join, send, shared_room, sync
@@ -370,6 +371,32 @@ def test_delivery_resumes_after_restart(make_server: Callable[..., ServerProcess
     found = gateway.wait_for(2, timeout=30)
     assert [n["event_id"] for n in found] == [first, pending]
     assert "Traceback" not in server.log()
+
+
+def test_gateways_in_blocked_ranges_are_never_contacted(
+    make_server: Callable[..., ServerProcess], gateway: Gateway
+) -> None:
+    # The default push.ip_range_blocklist covers loopback: neither the address nor a
+    # name that resolves to it may be posted to, while an allowed gateway still is.
+    server = make_server({"push": {"ip_range_blocklist": DEFAULT_IP_RANGE_BLOCKLIST}})
+    alice, bob, carol = (register_user(server.base_url) for _ in range(3))
+    room_id = shared_room(alice, bob)
+    shared_room(alice, carol)
+    set_pusher(bob, gateway.url, pushkey="literal")
+    set_pusher(bob, gateway.url.replace("127.0.0.1", "localhost"), pushkey="name")
+    send(alice, room_id, "not for the loopback")
+    time.sleep(2)
+    assert gateway.notifications() == []
+    assert "blocked" in server.log()
+
+    allowing = make_server({"push": {"ip_range_blocklist": DEFAULT_IP_RANGE_BLOCKLIST,
+                                     "ip_range_allowlist": ["127.0.0.1/32"]}})
+    dave, erin = register_user(allowing.base_url), register_user(allowing.base_url)
+    room_id = shared_room(dave, erin)
+    set_pusher(erin, gateway.url)
+    event_id = send(dave, room_id, "allowed")
+    [note] = gateway.wait_for(1)
+    assert note["event_id"] == event_id
 
 
 def test_rejected_pushkey_removes_the_pusher(new_user: Callable[..., User], gateway: Gateway) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from homeserver.ip_ranges import IPRangeFilter
 from homeserver.push.actions import PushActions
 from homeserver.push.gateway import PusherService
 from storage.push_actions import PushActionStore
@@ -19,7 +20,9 @@ def wire_push_delivery(hs: HomeServer) -> None:
     """Must run before the sync listener is registered: the counts a woken sync reads
     are written by this listener first."""
     hs.push_actions = PushActions(hs, PushActionStore(hs.db))
-    hs.pusher = PusherService(hs, PusherStore(hs.db), hs.config.push.gateway_timeout_seconds)
+    push = hs.config.push
+    ip_filter = IPRangeFilter(push.ip_range_blocklist, push.ip_range_allowlist)
+    hs.pusher = PusherService(hs, PusherStore(hs.db), push.gateway_timeout_seconds, ip_filter)
     if hs.config.push.enabled:
         hs.room_events.listeners.append(hs.push_actions.on_event)
         hs.account_data.listeners.append(hs.push_actions.on_account_data)

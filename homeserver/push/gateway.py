@@ -13,11 +13,15 @@ only sets an asyncio event: it never waits for a gateway.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from homeserver.ip_ranges import IPRangeFilter
 from homeserver.push.evaluator import is_highlight, tweaks
 from storage.push_actions import ActionRow
 from storage.pushers import Pusher, PusherStore
@@ -40,10 +44,11 @@ BACKOFF_MAX_S = 600.0
 
 
 class PusherService:
-    def __init__(self, hs: HomeServer, store: PusherStore, timeout_s: float) -> None:
+    def __init__(self, hs: HomeServer, store: PusherStore, timeout_s: float, ip_filter: IPRangeFilter) -> None:
         self.hs = hs
         self.store = store
         self._timeout_s = timeout_s
+        self._ip_filter = ip_filter
         # aiohttp rather than httpx here: a big room's message can mean hundreds of
         # posts, and httpx spent about 5 ms of CPU on each (bench/push_fanout.py).
         self._client: aiohttp.ClientSession | None = None  # opened by the first post
@@ -177,9 +182,14 @@ class PusherService:
                 return "retry"  # stopping
             self._client = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
+                connector=aiohttp.TCPConnector(
+                    limit=100, limit_per_host=20, resolver=_filtering_resolver(self._ip_filter)
+                ),
             )
         url = str(pusher.data.get("url"))
+        if _literal_address_blocked(url, self._ip_filter):
+            logger.info("Push gateway %s is in a blocked IP range (push.ip_range_blocklist)", url)
+            return "retry"
         try:
             async with self._client.post(url, json=body, allow_redirects=False) as response:
                 status = response.status
@@ -311,3 +321,29 @@ class _Worker:
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
+
+
+def _literal_address_blocked(url: str, ip_filter: IPRangeFilter) -> bool:
+    """aiohttp connects to an IP literal without asking the resolver: check it here."""
+    host = urlsplit(url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: the resolver checks what it resolves to
+    return ip_filter.is_blocked(address)
+
+
+def _filtering_resolver(ip_filter: IPRangeFilter) -> Any:
+    """An aiohttp resolver that leaves out blocked addresses: the connector connects to
+    what it returns, so a name cannot be re-resolved to a blocked address later."""
+    import aiohttp
+
+    class FilteringResolver(aiohttp.ThreadedResolver):
+        async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> Any:
+            results = await super().resolve(host, port, family)
+            allowed = [r for r in results if not ip_filter.is_blocked(ipaddress.ip_address(r["host"].split("%")[0]))]
+            if not allowed:
+                raise OSError(f"{host} resolves only to blocked addresses (push.ip_range_blocklist)")
+            return allowed
+
+    return FilteringResolver()
