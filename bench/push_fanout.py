@@ -95,6 +95,8 @@ async def _run(
         spy = None
         if profile:
             command = ["py-spy", "record", "--pid", str(pid), "--output", profile, "--rate", "200"]
+            if profile.endswith(".txt"):
+                command += ["--format", "raw"]  # collapsed stacks, for reading as text
             spy = subprocess.Popen(command)  # noqa: ASYNC220 (started once, before the timing)
             await asyncio.sleep(1)
         cpu_before = cpu_seconds(pid)

@@ -18,10 +18,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import Database, upsert
+from storage.database import Database
 from storage.schema import (
     account_data,
     event_push_actions,
@@ -82,29 +82,43 @@ def _row(row: Any) -> ActionRow:
     )
 
 
-_INSERT_ACTIONS = (
-    "INSERT INTO event_push_actions (stream_ordering, user_id, room_id, event_id, thread_id, actions, notify,"
-    " highlight, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ACTION_COLUMNS = (
+    "stream_ordering", "user_id", "room_id", "event_id", "thread_id", "actions", "notify", "highlight", "ts"
 )
-_COUNT_NOTIFICATION = (
-    "INSERT INTO event_push_summary (user_id, room_id, thread_id, notifications, highlights) VALUES (?, ?, ?, 1, ?)"
-    " ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
-    " notifications = event_push_summary.notifications + 1,"
-    " highlights = event_push_summary.highlights + excluded.highlights"
+# Built once and run through `Database.run` (no per-call SQLAlchemy work): a message in
+# a big room writes a row per member.
+_INSERT_ACTIONS = insert(event_push_actions).values({c: bindparam(c) for c in _ACTION_COLUMNS})
+_ZERO_COUNTS = (
+    update(event_push_summary)
+    .where(event_push_summary.c.user_id == bindparam("u"), event_push_summary.c.room_id == bindparam("r"))
+    .values(notifications=0, highlights=0)
 )
+_count_statements: dict[str, Any] = {}
 
 
-def _placeholders(conn: AsyncConnection, sql: str) -> str:
-    """`sql` written with `?` placeholders, in the driver's parameter style."""
-    style = conn.dialect.paramstyle
-    if style == "qmark":
-        return sql
-    parts = sql.split("?")
-    if style == "numeric_dollar":
-        return "".join(part + (f"${n}" if n < len(parts) else "") for n, part in enumerate(parts, 1))
-    if style == "format":
-        return "%s".join(parts)
-    raise RuntimeError(f"unsupported parameter style {style}")
+def _count_notification(dialect: str) -> Any:
+    """+1 notification (and +highlight) for (user, room, thread), creating the row."""
+    statement = _count_statements.get(dialect)
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        base = dialect_insert(event_push_summary).values(
+            user_id=bindparam("user_id"),
+            room_id=bindparam("room_id"),
+            thread_id=bindparam("thread_id"),
+            notifications=1,
+            highlights=bindparam("highlights"),
+        )
+        statement = _count_statements[dialect] = base.on_conflict_do_update(
+            index_elements=["user_id", "room_id", "thread_id"],
+            set_={
+                "notifications": event_push_summary.c.notifications + 1,
+                "highlights": event_push_summary.c.highlights + base.excluded.highlights,
+            },
+        )
+    return statement
 
 
 class PushActionStore:
@@ -116,46 +130,43 @@ class PushActionStore:
         (for a local sender) the sender's own-event mark, in one transaction."""
         if not rows and own is None:
             return
-        async with self.db.write() as conn:
+        db = self.db
+        async with db.write_prebuilt() as conn:
             if rows:
-                # A message in a big room has a row per member: executemany at the
-                # driver level, without SQLAlchemy's per-row parameter processing
-                # (several times the cost of the inserts themselves).
                 encoded: dict[int, str] = {}  # the evaluator shares action lists
-                await conn.exec_driver_sql(
-                    _placeholders(conn, _INSERT_ACTIONS),
+                await db.run(
+                    conn,
+                    _INSERT_ACTIONS,
                     [
-                        (
-                            r.stream_ordering,
-                            r.user_id,
-                            r.room_id,
-                            r.event_id,
-                            r.thread_id,
-                            encoded.get(id(r.actions)) or encoded.setdefault(id(r.actions), json.dumps(r.actions)),
-                            r.notify,
-                            r.highlight,
-                            r.ts,
-                        )
+                        {
+                            "stream_ordering": r.stream_ordering,
+                            "user_id": r.user_id,
+                            "room_id": r.room_id,
+                            "event_id": r.event_id,
+                            "thread_id": r.thread_id,
+                            "actions": encoded.get(id(r.actions))
+                            or encoded.setdefault(id(r.actions), json.dumps(r.actions)),
+                            "notify": r.notify,
+                            "highlight": r.highlight,
+                            "ts": r.ts,
+                        }
                         for r in rows
                     ],
                 )
-                counted = [(r.user_id, r.room_id, r.thread_id, 1 if r.highlight else 0) for r in rows if r.notify]
+                counted = [
+                    {"user_id": r.user_id, "room_id": r.room_id, "thread_id": r.thread_id, "highlights": int(r.highlight)}
+                    for r in rows
+                    if r.notify
+                ]
                 if counted:
-                    await conn.exec_driver_sql(_placeholders(conn, _COUNT_NOTIFICATION), counted)
+                    await db.run(conn, _count_notification(db.dialect), counted)
             if own is not None:
                 user_id, room_id, position = own
-                await upsert(
-                    conn,
-                    push_own_events,
-                    {"user_id": user_id, "room_id": room_id, "stream_ordering": position},
-                    ["user_id", "room_id"],
-                )
+                columns = ("user_id", "room_id", "stream_ordering")
+                own_upsert = db.upsert_statement(push_own_events, columns, ("user_id", "room_id"))
+                await db.run(conn, own_upsert, {"user_id": user_id, "room_id": room_id, "stream_ordering": position})
                 # Sending reads everything before it, in every thread.
-                await conn.execute(
-                    update(event_push_summary)
-                    .where(event_push_summary.c.user_id == user_id, event_push_summary.c.room_id == room_id)
-                    .values(notifications=0, highlights=0)
-                )
+                await db.run(conn, _ZERO_COUNTS, {"u": user_id, "r": room_id})
 
     async def recount(self, user_id: str, room_id: str, thread_id: str) -> None:
         """A read receipt of the user moved (unthreaded: thread_id ''): count the
