@@ -146,7 +146,7 @@ class Backfiller:
         if not new:
             return 0
         ordered = sorted(new.items(), key=lambda kv: (_depth(kv[1]), kv[0]))
-        fetcher = _EventFetcher(hs, server, room_id, head, batch)
+        fetcher = RemoteEventFetcher(hs, server, room_id, head, batch)
         oldest_id, oldest = ordered[0]
         state = {} if oldest.get("type") == "m.room.create" else await fetcher.state_before(oldest_id)
         create_pdu = await fetcher.create_event()
@@ -173,7 +173,7 @@ class Backfiller:
 
     async def _check(
         self,
-        fetcher: _EventFetcher,
+        fetcher: RemoteEventFetcher,
         version: RoomVersion,
         head: RoomHead,
         event_id: str,
@@ -208,9 +208,9 @@ def _depth(pdu: dict[str, Any]) -> int:
     return depth if isinstance(depth, int) else 0
 
 
-class _EventFetcher:
-    """Events a backfill needs to check its batch: from the store, the batch itself,
-    or /event on the server we backfill from (kept as outliers)."""
+class RemoteEventFetcher:
+    """Events needed to check others (a backfill batch, or an event beyond a gap):
+    from the store, the batch itself, or /event on one server (kept as outliers)."""
 
     def __init__(self, hs: Any, server: str, room_id: str, head: RoomHead, batch: dict[str, dict[str, Any]]) -> None:
         self.hs = hs

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from federation.backfill import RemoteEventFetcher
 from federation.client import FederationError
 from federation.inbound_auth import authenticate
 from federation.pdu_checks import BadPdu, checked_pdu
@@ -77,10 +78,13 @@ class TransactionHandler:
         if checked.get("room_id") != room_id:
             return event_id, "room_id changed"
         missing = [p for p in checked.get("prev_events", []) if await hs.events.get_event(p) is None]
+        fetched_state = None
         if missing and depth == 0:
             await self._fill_gap(origin, room_id, event_id, checked)
+            if any([await hs.events.get_event(p) is None for p in missing]):
+                fetched_state = await self._state_from(origin, room_id, event_id, head)
         try:
-            await hs.received_events.accept(room_id, event_id, checked)
+            await hs.received_events.accept(room_id, event_id, checked, fetched_state)
         except RejectedEvent as exc:
             logger.info("Rejected %s from %s: %s", event_id, origin, exc.reason)
             return event_id, exc.reason
@@ -108,6 +112,30 @@ class TransactionHandler:
         events = [e for e in events if isinstance(e, dict)]
         for missing in sorted(events, key=lambda e: e.get("depth", 0) if isinstance(e.get("depth"), int) else 0):
             await self._process(origin, missing, depth=1)
+
+    async def _state_from(self, origin: str, room_id: str, event_id: str, head: Any) -> dict[Any, str] | None:
+        """The state before `event_id` as `origin` holds it (/state_ids, then /event for
+        what we lack, stored as outliers): for an event beyond a gap that
+        get_missing_events could not fill (spec: Server-Server API, "Retrieving events
+        authorized by ..."/"PDUs": the receiving server requests the state at the event)."""
+        fetcher = RemoteEventFetcher(self.hs, origin, room_id, head, {})
+        try:
+            state = await fetcher.state_before(event_id)
+        except (FederationError, BadPdu) as exc:
+            logger.info("Could not fetch the state at %s from %s: %s", event_id, origin, exc)
+            return None
+        # Their auth events too (state resolution walks auth chains), as far as the
+        # fetcher's bound allows.
+        checked: set[str] = set()
+        while unchecked := [i for i in fetcher.outliers if i not in checked]:
+            checked.update(unchecked)
+            auth_ids = {a for i in unchecked for a in fetcher.outliers[i].get("auth_events", []) if isinstance(a, str)}
+            await fetcher.events(sorted(auth_ids))
+        if fetcher.outliers:
+            await self.hs.events.persist_outliers(room_id, fetcher.outliers)
+        held = await self.hs.events.get_events(list(state.values()))
+        # Only state we could fetch and verify counts.
+        return {key: some_id for key, some_id in state.items() if some_id in held}
 
     async def _edu(self, origin: str, edu: Any) -> None:
         # EDUs (typing, receipts, presence, device lists, to-device) are handed to

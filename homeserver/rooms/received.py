@@ -61,14 +61,20 @@ class ReceivedEvents:
             frontier = [i for i in dict.fromkeys(frontier) if i not in seen]
         return sorted(seen.values(), key=lambda e: e.stream_ordering)
 
-    async def _state_before(self, head: RoomHead, room_id: str, prev_ids: list[str]) -> tuple[dict[StateKey, str], int | None]:
-        """The state before an event with these prev_events, and its group if stored."""
+    async def _state_before(
+        self, head: RoomHead, room_id: str, prev_ids: list[str], fetched: dict[StateKey, str] | None
+    ) -> tuple[dict[StateKey, str], int | None]:
+        """The state before an event with these prev_events, and its group if stored.
+        `fetched` is the sending server's answer for it (/state_ids), used when some
+        prev_events are beyond a gap we could not fill."""
         if [e[0] for e in head.extremities] == prev_ids:
             return dict(head.state_ids), head.state_group
         groups = await self.events.get_state_groups_of(prev_ids)
         missing = [p for p in prev_ids if p not in groups]
         if missing:
-            raise RejectedEvent(f"unknown prev_events {missing}")
+            if fetched is None:
+                raise RejectedEvent(f"unknown prev_events {missing}")
+            return dict(fetched), None
         distinct = sorted(set(groups.values()))
         if len(distinct) == 1:
             return await self.room_events.events.state.get_state_ids(distinct[0]), distinct[0]
@@ -87,8 +93,16 @@ class ReceivedEvents:
                 event_map[head.create_event_id] = create.pdu
         return dict(resolve_state_groups(head.room_version, states, event_map))
 
-    async def accept(self, room_id: str, event_id: str, pdu: dict[str, Any]) -> StoredEvent:
-        """Check and persist a remote event; RejectedEvent says why not."""
+    async def accept(
+        self, room_id: str, event_id: str, pdu: dict[str, Any], fetched_state: dict[StateKey, str] | None = None
+    ) -> StoredEvent:
+        """Check and persist a remote event; RejectedEvent says why not.
+
+        `fetched_state` (the state before the event as its server gave it, every event
+        in it already stored) lets an event whose prev_events we lack in: it is still
+        checked against that state and against the room's current state (soft failure),
+        and our current state becomes the resolution of both, so a server cannot
+        install state by claiming it."""
         room_events = self.room_events
         async with room_events.lock(room_id):
             existing = await self.events.get_event(event_id)
@@ -110,7 +124,7 @@ class ReceivedEvents:
                 raise RejectedEvent(f"fails auth against its auth events: {exc.args[0]}") from None
 
             prev_ids = list(pdu.get("prev_events", []))
-            state_before, group_before = await self._state_before(head, room_id, prev_ids)
+            state_before, group_before = await self._state_before(head, room_id, prev_ids, fetched_state)
             await self._check_against(head, state_before, pdu, "the state before it")
             try:
                 await self._check_against(head, head.state_ids, pdu, "the room's current state")

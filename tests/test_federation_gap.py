@@ -1,0 +1,81 @@
+"""An event whose history we cannot fetch (get_missing_events fails or falls short):
+we ask its server for the state before it (/state_ids, then /event for what we lack)
+and accept it on that state, instead of losing it and everything after it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import V3, User, register_user
+from tests.fake_peer import FakePeer
+from tests.server import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePeer]:
+    fake = FakePeer(tmp_path_factory.mktemp("gap_peer"))
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+def _send(peer: FakePeer, ours: ServerProcess, txn: str, pdus: list[dict[str, Any]]) -> Any:
+    assert ours.federation_port is not None
+    return peer.request(
+        "PUT", ours.server_name, ours.federation_port, f"/_matrix/federation/v1/send/{txn}",
+        {"origin": peer.server_name, "origin_server_ts": 1, "pdus": pdus, "edus": []},
+    )
+
+
+def _bodies(user: User, room_id: str) -> list[str]:
+    response = user.api.get(f"{V3}/rooms/{quote(room_id)}/messages", params={"dir": "b", "limit": 100})
+    assert response.status_code == 200, response.text
+    return [e["content"].get("body") for e in response.json()["chunk"] if e["type"] == "m.room.message"]
+
+
+def test_event_beyond_an_unfillable_gap_is_accepted_on_fetched_state(ours: ServerProcess, peer: FakePeer) -> None:
+    room = peer.new_room("10")
+    creator = peer.user("creator")
+    room.send(creator, "m.room.member", {"membership": "join"}, state_key=creator)
+    room.send(creator, "m.room.power_levels", {"users": {creator: 100}}, state_key="")
+    room.send(creator, "m.room.join_rules", {"join_rule": "public"}, state_key="")
+    alice = register_user(ours.base_url)
+    joined = alice.api.post(f"{V3}/join/{room.room_id}", params={"via": peer.server_name}, json={})
+    assert joined.status_code == 200, joined.text
+
+    # History we are never sent, and the fake peer has no get_missing_events: a state
+    # change and more messages than one gap fill would fetch anyway.
+    room.send(creator, "m.room.name", {"name": "Renamed while we were away"}, state_key="")
+    for i in range(25):
+        room.send(creator, "m.room.message", {"msgtype": "m.text", "body": f"unseen {i}"})
+    event_id, pdu = room.send(creator, "m.room.message", {"msgtype": "m.text", "body": "after the gap"})
+
+    answer = _send(peer, ours, "gap1", [pdu])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["pdus"][event_id] == {}
+    assert any(p.startswith("/_matrix/federation/v1/event/") for p in peer.served)
+
+    deadline = time.monotonic() + 10
+    while "after the gap" not in _bodies(alice, room.room_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "after the gap" in _bodies(alice, room.room_id)
+    name = alice.api.get(f"{V3}/rooms/{quote(room.room_id)}/state/m.room.name/")
+    assert name.status_code == 200 and name.json()["name"] == "Renamed while we were away"
+
+    # The room goes on: our next event builds on the accepted one.
+    sent = alice.api.put(f"{V3}/rooms/{quote(room.room_id)}/send/m.room.message/t1", json={"msgtype": "m.text", "body": "hi"})
+    assert sent.status_code == 200, sent.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        mine = [p for p in peer.received_pdus if p.get("content", {}).get("body") == "hi"]
+        if mine:
+            assert event_id in mine[0]["prev_events"]
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("our next event never reached the peer")
