@@ -38,11 +38,13 @@ class SyncCache:
     # --- writers ---------------------------------------------------------------------
 
     def event_persisted(self, room_id: str, stream_ordering: int, member_state_key: str | None) -> None:
-        if stream_ordering > self._room_last.get(room_id, 0) and room_id in self._room_last:
-            self._room_last[room_id] = stream_ordering
+        # Recorded even for a room not loaded yet: a load may be reading the database
+        # right now, from before this event's commit, and its answer would otherwise
+        # become the room's last position, hiding this event from every later sync.
+        # (A newly persisted event is the room's newest: `max` keeps that true.)
+        self._room_last[room_id] = max(self._room_last.get(room_id, 0), stream_ordering)
         if member_state_key is not None:
-            if room_id in self._room_member_change:
-                self._room_member_change[room_id] = max(self._room_member_change[room_id], stream_ordering)
+            self._room_member_change[room_id] = max(self._room_member_change.get(room_id, 0), stream_ordering)
             self.memberships_changed(member_state_key)
 
     def memberships_changed(self, user_id: str) -> None:
