@@ -70,8 +70,8 @@ class RoomEvents:
         self._heads: dict[str, RoomHead] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.listeners: list[Listener] = []
-        # Done when the latest local event has been announced. Listeners see local
-        # events in stream order, across all rooms: the federation outbox relies on it
+        # Done when the latest event has been announced. Listeners see events in
+        # stream order, across all rooms: the federation outbox relies on it
         # within a room (a peer given event N+1 before N would have to fetch N as a
         # gap), and the sync notifier across rooms (it advances one room position to
         # the highest announced; announcing N+1 of one room while N of another waits
@@ -181,9 +181,9 @@ class RoomEvents:
                     now_ms,
                 )
                 self._heads[room_id] = RoomHead(room_version, event_id, dict(state), result.state_group, [(event_id, 1)])
-                turn = self._queue_announcement()
+                turn = self.queue_announcement()
             stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
-            await self._announce(stored, turn)
+            await self.announce(stored, turn)
             return room_id, stored
         raise MatrixError(503, "M_UNKNOWN", "Could not find a free room ID; try again")
 
@@ -279,12 +279,12 @@ class RoomEvents:
             head.state_ids = dict(state_after)
             head.state_group = result.state_group
             head.extremities = [(event_id, pdu["depth"])]
-            turn = self._queue_announcement()
+            turn = self.queue_announcement()
         stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
-        await self._announce(stored, turn)
+        await self.announce(stored, turn)
         return stored
 
-    def _queue_announcement(self) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+    def queue_announcement(self) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
         """Take the next place in announcement order. Called right after persist
         returns, before anything can yield, so persist's commit order (= stream order
         on SQLite, where commits are serialised) is announcement order."""
@@ -293,12 +293,14 @@ class RoomEvents:
         self._announced = announced
         return previous, announced
 
-    async def _announce(self, event: StoredEvent, turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> None:
+    async def announce(self, event: StoredEvent, turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> None:
+        """Run the listeners for `event` once every event queued before it has had them."""
         previous, announced = turn
         try:
             if previous is not None:
                 await asyncio.shield(previous)
-            await self.notify(event)
+            for listener in self.listeners:
+                await listener(event)
         finally:
             announced.set_result(None)
             if self._announced is announced:
@@ -323,9 +325,27 @@ class RoomEvents:
                 raise forbidden("You may not redact other users' events without the redact power level")
         return redacts
 
+    def release(self, turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> None:
+        """Give up a place in the queue without announcing (the caller failed after
+        persisting): the events after it still wait for the ones before it."""
+        previous, announced = turn
+
+        def done(_: object = None) -> None:
+            announced.set_result(None)
+            if self._announced is announced:
+                self._announced = None
+
+        if previous is None or previous.done():
+            done()
+        else:
+            previous.add_done_callback(done)
+
     async def notify(self, event: StoredEvent) -> None:
-        for listener in self.listeners:
-            await listener(event)
+        """Announce an event its caller has just persisted, with nothing awaited in
+        between (so that its place in the queue is its commit order). Callers with
+        more to do after persisting take `queue_announcement()` right after it and
+        `announce()` later."""
+        await self.announce(event, self.queue_announcement())
 
 
 def _relation(content: dict[str, Any]) -> tuple[str, str] | None:
