@@ -32,7 +32,7 @@ from homeserver.events import (
     get_room_version,
     select_auth_event_ids,
 )
-from tests.server import free_port
+from tests.server import ServerProcess, free_port
 
 StateKey = tuple[str, str]
 
@@ -79,6 +79,12 @@ class FakePeer:
         return httpx.request(
             method, f"https://127.0.0.1:{port}{path}", json=content, headers={"Authorization": header}, verify=False, timeout=30
         )
+
+    def send_transaction(self, server: ServerProcess, txn_id: str, pdus: list[dict[str, Any]]) -> httpx.Response:
+        """PUT /send/{txnId} to one of our servers (federation enabled)."""
+        assert server.federation_port is not None
+        body = {"origin": self.server_name, "origin_server_ts": 1, "pdus": pdus, "edus": []}
+        return self.request("PUT", server.server_name, server.federation_port, f"/_matrix/federation/v1/send/{txn_id}", body)
 
     def sign_event(self, room_version: str, template: dict[str, Any], **changes: Any) -> tuple[str, dict[str, Any]]:
         fields = {**template, **changes}

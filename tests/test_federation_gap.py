@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -22,14 +21,6 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePeer]:
     fake.start()
     yield fake
     fake.stop()
-
-
-def _send(peer: FakePeer, ours: ServerProcess, txn: str, pdus: list[dict[str, Any]]) -> Any:
-    assert ours.federation_port is not None
-    return peer.request(
-        "PUT", ours.server_name, ours.federation_port, f"/_matrix/federation/v1/send/{txn}",
-        {"origin": peer.server_name, "origin_server_ts": 1, "pdus": pdus, "edus": []},
-    )
 
 
 def _bodies(user: User, room_id: str) -> list[str]:
@@ -55,7 +46,7 @@ def test_event_beyond_an_unfillable_gap_is_accepted_on_fetched_state(ours: Serve
         room.send(creator, "m.room.message", {"msgtype": "m.text", "body": f"unseen {i}"})
     event_id, pdu = room.send(creator, "m.room.message", {"msgtype": "m.text", "body": "after the gap"})
 
-    answer = _send(peer, ours, "gap1", [pdu])
+    answer = peer.send_transaction(ours, "gap1", [pdu])
     assert answer.status_code == 200, answer.text
     assert answer.json()["pdus"][event_id] == {}
     assert any(p.startswith("/_matrix/federation/v1/event/") for p in peer.served)

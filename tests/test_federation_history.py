@@ -15,7 +15,6 @@ from tests.conftest import V3, User, register_user
 from tests.fake_peer import FakePeer
 from tests.server import ServerProcess
 from tests.synapse import SynapseProcess
-from tests.test_federation_hostile import _send
 from tests.test_federation_rooms import SynapseUser, bodies, wait_for
 
 
@@ -255,13 +254,13 @@ def test_soft_failed_event_is_kept_but_not_shown(ours: ServerProcess, peer: Fake
                                          "content": {"msgtype": "m.text", "body": body}})
 
     ok_id, ok = message("before the ban", join_id, template["depth"] + 1)
-    assert _send(peer, ours, "sf1", [ok]).json()["pdus"] == {ok_id: {}}
+    assert peer.send_transaction(ours, "sf1", [ok]).json()["pdus"] == {ok_id: {}}
     assert alice.api.post(f"{V3}/rooms/{room_id}/ban", json={"user_id": mallory, "reason": "spam"}).status_code == 200
 
     # Built on the state before the ban (its auth events and prev_events say mallory
     # is joined): it passes those checks, fails against the room as it is now.
     late_id, late = message("sneaked in after the ban", ok_id, template["depth"] + 2)
-    answer = _send(peer, ours, "sf2", [late])
+    answer = peer.send_transaction(ours, "sf2", [late])
     assert answer.status_code == 200, answer.text
     assert answer.json()["pdus"] == {late_id: {}}, ours.log()[-2000:]
 

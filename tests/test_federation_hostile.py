@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -22,14 +21,6 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePeer]:
     fake.start()
     yield fake
     fake.stop()
-
-
-def _send(peer: FakePeer, ours: ServerProcess, txn: str, pdus: list[dict[str, Any]]) -> Any:
-    assert ours.federation_port is not None
-    return peer.request(
-        "PUT", ours.server_name, ours.federation_port, f"/_matrix/federation/v1/send/{txn}",
-        {"origin": peer.server_name, "origin_server_ts": 1, "pdus": pdus, "edus": []},
-    )
 
 
 def test_hostile_peer(ours: ServerProcess, peer: FakePeer) -> None:
@@ -57,7 +48,7 @@ def test_hostile_peer(ours: ServerProcess, peer: FakePeer) -> None:
     base = {"room_id": room_id, "sender": mallory, "depth": template["depth"] + 1, "prev_events": [join_id]}
     good_id, good = peer.sign_event(version, {**base, "auth_events": auth, "type": "m.room.message",
                                               "content": {"msgtype": "m.text", "body": "legit"}})
-    assert _send(peer, ours, "t1", [good]).json()["pdus"] == {good_id: {}}
+    assert peer.send_transaction(ours, "t1", [good]).json()["pdus"] == {good_id: {}}
 
     # Forged: content changed after signing (and hash fixed up) -> bad signature, dropped.
     forged = copy.deepcopy(good)
@@ -75,12 +66,12 @@ def test_hostile_peer(ours: ServerProcess, peer: FakePeer) -> None:
     # An event for a room we are not in.
     _, unknown_room = peer.sign_event(version, {**base, "auth_events": auth, "room_id": "!nowhere:" + peer.server_name, "type": "m.room.message",
                                                 "content": {"body": "?"}})
-    answer = _send(peer, ours, "t2", [forged, tampered, bad_auth, unknown_room])
+    answer = peer.send_transaction(ours, "t2", [forged, tampered, bad_auth, unknown_room])
     assert answer.status_code == 200, answer.text
     results = answer.json()["pdus"]
     assert "error" in results[bad_auth_id]
     # Oversized transaction: refused whole.
-    too_many = _send(peer, ours, "t3", [good] * 51)
+    too_many = peer.send_transaction(ours, "t3", [good] * 51)
     assert too_many.status_code == 400
 
     # Our room: name unchanged; the legit message there; no forged or tampered text.
