@@ -19,8 +19,8 @@ from starlette.responses import Response
 from federation.client import FederationError
 from federation.invites import stripped_state
 from federation.join import make_membership, receive_membership
-from federation.leave import handshake
 from federation.pdu_checks import BadPdu
+from federation.remote_join import handshake
 from homeserver.errors import MatrixError
 from homeserver.http import json_response
 

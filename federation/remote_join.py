@@ -14,6 +14,7 @@ from homeserver.errors import MatrixError
 from homeserver.events import (
     ROOM_VERSIONS,
     AuthError,
+    RoomVersion,
     UnsupportedRoomVersion,
     build_event,
     check_auth,
@@ -24,6 +25,69 @@ from homeserver.events import (
 from storage.events import NewEvent, StoredEvent
 
 logger = logging.getLogger(__name__)
+
+FED = "/_matrix/federation"
+
+
+async def handshake(
+    hs: Any,
+    server: str,
+    membership: str,
+    room_id: str,
+    user_id: str,
+    content: dict[str, Any],
+    send_version: str,
+    timeout: float = 60,
+) -> tuple[RoomVersion, str, dict[str, Any], Any]:
+    """make_<membership> on `server`, sign the event, send_<membership>:
+    (room version, event ID, the signed PDU, send_<membership>'s answer)."""
+    client = hs.federation.client
+    try:
+        made = await client.request(
+            "GET",
+            server,
+            f"{FED}/v1/make_{membership}/{room_id}/{user_id}",
+            query={"ver": sorted(ROOM_VERSIONS)},
+        )
+    except FederationError as exc:
+        if exc.status in (400, 403, 404):
+            body = exc.body if isinstance(exc.body, dict) else {}
+            raise MatrixError(
+                exc.status, str(body.get("errcode", "M_FORBIDDEN")), str(body.get("error", f"{membership} refused"))
+            ) from None
+        raise
+    if not isinstance(made, dict):
+        raise BadPdu(f"make_{membership} returned no object")
+    try:
+        version = get_room_version(str(made.get("room_version")))
+    except UnsupportedRoomVersion:
+        raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", "The room's version is not supported") from None
+    template = made.get("event")
+    if not isinstance(template, dict):
+        raise BadPdu(f"make_{membership} returned no event")
+    prev = template.get("prev_events")
+    auth = template.get("auth_events")
+    depth = template.get("depth")
+    if not isinstance(prev, list) or not isinstance(auth, list) or not isinstance(depth, int):
+        raise BadPdu(f"make_{membership} returned a bad template")
+    event_id, pdu = build_event(
+        version,
+        room_id=room_id,
+        sender=user_id,
+        event_type="m.room.member",
+        state_key=user_id,
+        content=content,
+        prev_event_ids=[p for p in prev if isinstance(p, str)],
+        auth_event_ids=[a for a in auth if isinstance(a, str)],
+        depth=depth,
+        origin_server_ts=int(time.time() * 1000),
+        server_name=hs.server_name,
+        signing_key=hs.signing_key,
+    )
+    answer = await client.request(
+        "PUT", server, f"{FED}/{send_version}/send_{membership}/{room_id}/{event_id}", content=pdu, timeout=timeout
+    )
+    return version, event_id, pdu, answer
 
 
 class RemoteJoiner:
@@ -49,42 +113,9 @@ class RemoteJoiner:
 
     async def _join_via(self, server: str, user_id: str, room_id: str, content: dict[str, Any]) -> None:
         hs = self.hs
-        client = hs.federation.client
-        try:
-            made = await client.request(
-                "GET",
-                server,
-                f"/_matrix/federation/v1/make_join/{room_id}/{user_id}",
-                query={"ver": sorted(ROOM_VERSIONS)},
-            )
-        except FederationError as exc:
-            if exc.status in (403, 404):
-                body = exc.body if isinstance(exc.body, dict) else {}
-                raise MatrixError(exc.status, body.get("errcode", "M_FORBIDDEN"), body.get("error", "Join refused")) from None
-            raise
-        try:
-            version = get_room_version(str(made.get("room_version")))
-        except (UnsupportedRoomVersion, AttributeError):
-            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", "The room's version is not supported") from None
-        template = made.get("event") if isinstance(made, dict) else None
-        if not isinstance(template, dict):
-            raise BadPdu("make_join returned no event")
-        event_id, pdu = build_event(
-            version,
-            room_id=room_id,
-            sender=user_id,
-            event_type="m.room.member",
-            state_key=user_id,
-            content=content,
-            prev_event_ids=list(template.get("prev_events", [])),
-            auth_event_ids=list(template.get("auth_events", [])),
-            depth=int(template.get("depth", 1)),
-            origin_server_ts=int(time.time() * 1000),
-            server_name=hs.server_name,
-            signing_key=hs.signing_key,
-        )
-        response = await client.request(
-            "PUT", server, f"/_matrix/federation/v2/send_join/{room_id}/{event_id}", content=pdu, timeout=120
+        # A join's answer carries the room's whole state: a longer wait than the others.
+        version, event_id, pdu, response = await handshake(
+            hs, server, "join", room_id, user_id, content, "v2", timeout=120
         )
         if not isinstance(response, dict):
             raise BadPdu("send_join returned no object")
