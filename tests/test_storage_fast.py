@@ -66,6 +66,39 @@ def test_sqlite_files_use_the_inline_driver(tmp_path: Path) -> None:
     _with_db(tmp_path, body)
 
 
+def test_inline_sqlite_reads_and_writes_never_yield_to_the_loop(tmp_path: Path) -> None:
+    """A busy server's loop turn is tens of milliseconds: a read or write that gives up
+    the loop even once (SQLAlchemy's `async with engine.connect()` closes in a task of
+    its own) made every sync response and every queued writer wait that long."""
+    if os.environ.get(POSTGRES_ENV):
+        pytest.skip("SQLite only: PostgreSQL connections do real I/O")
+
+    async def body(db: Database) -> None:
+        async with db.read():
+            pass  # the pool's first connections are made (and may yield) here
+        async with db.write():
+            pass
+        other_ran = False
+
+        def other() -> None:
+            nonlocal other_ran
+            other_ran = True
+
+        asyncio.get_running_loop().call_soon(other)
+        async with db.read() as conn:
+            await conn.execute(select(rooms.c.room_id))
+        async with db.write() as conn:
+            await db.run(conn, _INSERT_ROOM, _room("!a:x"))
+        async with db.write_prebuilt() as conn:
+            await db.run(conn, _INSERT_ROOM, _room("!b:x"))
+        assert (await db.fetch(_COUNT_GROUPS, {}))[0][0] == 0
+        assert not other_ran
+        await asyncio.sleep(0)
+        assert other_ran
+
+    _with_db(tmp_path, body)
+
+
 def test_run_and_fetch_round_trip(tmp_path: Path) -> None:
     async def body(db: Database) -> None:
         async with db.write_prebuilt() as conn:
