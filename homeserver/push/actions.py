@@ -128,11 +128,20 @@ class PushActions:
         rows: list[ActionRow] = []
         if candidates:
             rows = await self._rows(event, members, candidates)
-        await self.store.record(rows, own)
-        # Counts changed for these users: cached unread counts are stale.
-        hs.sync_cache.unread_changed([(r.user_id, room_id) for r in rows])
+        pairs = [(r.user_id, room_id) for r in rows]
         if own is not None:
-            hs.sync_cache.unread_changed([(sender, room_id)])
+            pairs.append((sender, room_id))
+        kept = hs.sync_cache.counts_updating(pairs)
+        try:
+            await self.store.record(rows, own)
+        except BaseException:
+            hs.sync_cache.unread_changed(pairs)
+            raise
+        hs.sync_cache.counts_updated(
+            kept,
+            [(r.user_id, room_id, r.thread_id, r.highlight) for r in rows if r.notify],
+            [(sender, room_id)] if own is not None else [],
+        )
         notifying = [r for r in rows if r.notify]
         if notifying:
             hs.pusher.actions_written(notifying)

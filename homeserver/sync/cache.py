@@ -60,14 +60,52 @@ class SyncCache:
 
     def unread_changed(self, pairs: list[tuple[str, str]]) -> None:
         """New push actions, a receipt or an own event for these (user, room)s."""
+        self._bump_generations(pairs)
+        for key in pairs:
+            self._unread.pop(key, None)
+
+    def _bump_generations(self, pairs: list[tuple[str, str]]) -> None:
         if len(self._receipt_generation) + len(pairs) > _MAX_GENERATIONS:
             # Bounded: start a new epoch, which no count read before it may store.
             self._unread_epoch += 1
             self._receipt_generation.clear()
             self._unread.clear()
         for key in pairs:
-            self._unread.pop(key, None)
             self._receipt_generation[key] = self._receipt_generation.get(key, 0) + 1
+
+    def counts_updating(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], object]:
+        """Called before writing new counts for these (user, room)s: counts being read
+        now may not be kept. Returns the kept counts as they are, for `counts_updated`."""
+        self._bump_generations(pairs)
+        return {key: self._unread.get(key) for key in pairs}
+
+    def counts_updated(
+        self,
+        before: dict[tuple[str, str], object],
+        added: list[tuple[str, str, str, bool]],
+        zeroed: list[tuple[str, str]],
+    ) -> None:
+        """The counts of `counts_updating` are written: `added` notifications (user,
+        room, thread, highlight) and `zeroed` (user, room)s (the user's own event).
+        Kept counts move with them instead of being read again by the next sync,
+        which every message to a room would otherwise cost each of its members.
+        Counts kept since `counts_updating` were read while the write was under way
+        (only possible where a commit awaits I/O) and may include it: dropped."""
+        self._bump_generations(list(before))
+        updated: dict[tuple[str, str], dict[str, Counts]] = {}
+        for key, kept in before.items():
+            current = self._unread.get(key)
+            if current is None or current is not kept:
+                self._unread.pop(key, None)
+            else:
+                updated[key] = {} if key in zeroed else dict(current[0])
+        for user_id, room_id, thread, highlight in added:
+            counts = updated.get((user_id, room_id))
+            if counts is not None:
+                old = counts.get(thread, Counts(0, 0))
+                counts[thread] = Counts(old.notifications + 1, old.highlights + int(highlight))
+        for key, counts in updated.items():
+            self._unread[key] = (counts, self._unread[key][1])
 
     def receipt_generation(self, user_id: str, room_id: str) -> tuple[int, int]:
         return (self._unread_epoch, self._receipt_generation.get((user_id, room_id), 0))
