@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql import Executable
 
 from storage import sqlite_inline
+from storage.sqlite_checkpoint import WalCheckpointer
 
 Params = Mapping[str, Any]
 
@@ -59,6 +60,8 @@ class Database:
         self._reader: sqlite3.Connection | None = None
         # write_prebuilt()'s connection, used only under the write lock.
         self._writer: sqlite3.Connection | None = None
+        # Inline connections leave WAL checkpoints to a thread (storage/sqlite_checkpoint.py).
+        self._checkpointer = WalCheckpointer(inline_path) if inline_path is not None else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -86,6 +89,8 @@ class Database:
         engine = create_async_engine(url, **kwargs)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine.sync_engine, "connect", _configure_sqlite)
+            if inline_path is not None:
+                event.listen(engine.sync_engine, "connect", _no_autocheckpoint)
             # SQLAlchemy's own BEGIN handling for pysqlite is off by default; we issue
             # BEGIN ourselves so transactions really start where we say.
             event.listen(engine.sync_engine, "begin", _begin_sqlite)
@@ -121,6 +126,8 @@ class Database:
                     yield conn
             finally:
                 await _close_inline(conn)
+            assert self._checkpointer is not None
+            self._checkpointer.committed()
 
     @asynccontextmanager
     async def write_prebuilt(self) -> AsyncIterator[Any]:
@@ -140,12 +147,16 @@ class Database:
             try:
                 yield _RawTransaction(raw)
                 raw.commit()
+                assert self._checkpointer is not None
+                self._checkpointer.committed()
             except BaseException:
                 if raw.in_transaction:
                     raw.rollback()
                 raise
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         for raw in (self._reader, self._writer):
             if raw is not None:
                 raw.close()
@@ -197,7 +208,15 @@ class _RawTransaction:
 def _open_raw(path: str) -> sqlite3.Connection:
     raw = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
     _configure_sqlite(raw, None)
+    _no_autocheckpoint(raw, None)
     return raw
+
+
+def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
+    # WalCheckpointer checkpoints on its own thread instead of a committing writer.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
 
 
 # A statement's bound parameters in order: (name, type conversion or None, the value

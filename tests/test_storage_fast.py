@@ -201,3 +201,33 @@ def test_concurrent_readers_and_writers_interleave(tmp_path: Path) -> None:
         assert (await db.fetch(_COUNT_GROUPS, {}))[0][0] == 40
 
     _with_db(tmp_path, body)
+
+
+def test_wal_checkpoints_run_off_the_loop_thread(tmp_path: Path) -> None:
+    """Our connections never checkpoint on commit (a stall of the whole server); the
+    checkpointer thread copies the WAL back into the database file instead."""
+    if os.environ.get(POSTGRES_ENV):
+        pytest.skip("SQLite only")
+    import sqlite3
+    import time
+
+    from storage import sqlite_checkpoint
+
+    main_file = tmp_path / "test.db"
+
+    async def body(db: Database) -> None:
+        async with db.write() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar() == 0
+        outside = sqlite3.connect(main_file)
+        outside.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        outside.close()
+        size_before = main_file.stat().st_size
+        for i in range(2 * sqlite_checkpoint.EVERY_COMMITS):
+            async with db.write_prebuilt() as conn:
+                await db.run(conn, _INSERT_ROOM, {**_room(f"!{i}:x"), "creator": "@a:x" + "-" * 3000})
+        deadline = time.monotonic() + 10
+        while main_file.stat().st_size < size_before + 100 * 4096 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert main_file.stat().st_size >= size_before + 100 * 4096
+
+    _with_db(tmp_path, body)
