@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from homeserver.errors import MatrixError, bad_json, missing_param, not_json, too_large
 
@@ -102,5 +103,20 @@ def query_bool(request: Request, name: str, default: bool = False) -> bool:
     raise MatrixError(400, "M_INVALID_PARAM", f"Query parameter '{name}' must be true or false")
 
 
+class JsonResponse(Response):
+    """JSON encoded by orjson: about a tenth of the standard library's time, which
+    was a tenth of the CPU spent answering a wave of woken /sync long-polls."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:
+            # What orjson refuses (integers beyond 64 bits, which clients may store in
+            # account data; non-string keys) the standard library still writes.
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(content, status_code=status, headers=headers)
+    return JsonResponse(content, status_code=status, headers=headers)

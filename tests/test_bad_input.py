@@ -95,6 +95,19 @@ def test_cors_headers_and_preflight(api: Api) -> None:
         assert "PUT" in response.headers["access-control-allow-methods"]
 
 
+def test_any_stored_json_comes_back(user: User) -> None:
+    """Account data is the client's own JSON: integers beyond 64 bits and non-ASCII
+    text come back as they went in (responses are encoded by orjson, which refuses
+    big integers, with the standard library behind it)."""
+    content = {"big": 2**70, "negative": -(2**65), "text": "caf\u00e9 \U0001f600", "nested": [{"n": 2**63}]}
+    path = f"{V3}/user/{user.user_id}/account_data/org.example.big"
+    assert user.api.put(path, json=content).status_code == 200
+    response = user.api.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == content
+
+
 def test_bad_query_parameters(api: Api) -> None:
     response = api.get(f"{V3}/register/available")
     assert (response.status_code, response.json()["errcode"]) == (400, "M_MISSING_PARAM")

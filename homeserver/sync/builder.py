@@ -336,7 +336,7 @@ class SyncBuilder:
         if state_filter.limit:
             state_events = state_events[: state_filter.limit]
         timeline = [e for e in timeline if flt.timeline.allows(e.type, e.sender, e.content)]
-        prev_batch = ctx.now.with_position("room", start).encode()
+        prev_batch = ctx.now.encode_at_room(start)
         body: dict[str, Any] = {
             "timeline": {
                 "events": await self._serialize(ctx, timeline),

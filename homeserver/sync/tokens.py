@@ -27,11 +27,25 @@ class SyncToken:
     device_lists: int = 0
     typing: int = 0
 
+    # Both run for every /sync answer (and once per room for prev_batch), so they are
+    # spelt out rather than looped over STREAMS or left to dataclasses.replace.
     def encode(self) -> str:
-        return "s" + "_".join(str(getattr(self, name)) for name in STREAMS)
+        return (
+            f"s{self.room}_{self.account_data}_{self.receipts}_{self.to_device}"
+            f"_{self.presence}_{self.device_lists}_{self.typing}"
+        )
+
+    def encode_at_room(self, room: int) -> str:
+        """This token with the room stream at `room` (a prev_batch), encoded."""
+        return (
+            f"s{room}_{self.account_data}_{self.receipts}_{self.to_device}"
+            f"_{self.presence}_{self.device_lists}_{self.typing}"
+        )
 
     def with_position(self, stream: str, position: int) -> SyncToken:
-        return replace(self, **{stream: position})
+        values = {name: getattr(self, name) for name in STREAMS}
+        values[stream] = position
+        return SyncToken(**values)
 
     def positions(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
