@@ -15,6 +15,7 @@ small INSERT. On PostgreSQL they are ordinary `execute` calls.
 from __future__ import annotations
 
 import asyncio
+import operator
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -51,6 +52,7 @@ class Database:
     def __init__(self, engine: AsyncEngine, inline_path: str | None = None) -> None:
         self.engine = engine
         self.dialect: str = engine.dialect.name
+        self._dialect = engine.dialect  # a property of the engine, read on hot paths
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         # The SQLite file when its connections are `sqlite_inline` ones (the fast path
         # of run() and fetch()); None otherwise.
@@ -179,12 +181,12 @@ class Database:
         values (no result type conversion)."""
         raw = conn.raw if isinstance(conn, _RawTransaction) else _raw_sqlite(conn)
         if raw is None:
-            if isinstance(params, Mapping):
+            if isinstance(params, dict) or isinstance(params, Mapping):
                 result = await conn.execute(statement, params)
                 return [tuple(row) for row in result] if result.returns_rows else []
             await conn.execute(statement, list(params))
             return []
-        return _run_raw(raw, statement, self.engine.dialect, params)
+        return _run_raw(raw, statement, self._dialect, params)
 
     async def fetch(self, statement: Executable, params: Params) -> list[tuple[Any, ...]]:
         """Run one prebuilt query outside any transaction; rows as in `run`."""
@@ -193,7 +195,7 @@ class Database:
                 return [tuple(row) for row in await conn.execute(statement, params)]
         if self._reader is None:
             self._reader = _open_raw(self._inline_path)
-        return _run_raw(self._reader, statement, self.engine.dialect, params)
+        return _run_raw(self._reader, statement, self._dialect, params)
 
 
 class _RawTransaction:
@@ -223,9 +225,11 @@ def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
 # of a parameter SQLAlchemy set itself or _NO_DEFAULT).
 _NO_DEFAULT: Any = object()
 _Binds = tuple[tuple[str, Callable[[Any], Any] | None, Any], ...]
+# A statement's parameters in order, from one parameter set.
+_Values = Callable[[Params], Sequence[Any]]
 # id(statement) -> (statement, SQL, its parameters); only SQLite statements, so the
 # dialect is always the same.
-_compiled: dict[int, tuple[Executable, str, _Binds]] = {}
+_compiled: dict[int, tuple[Executable, str, _Values]] = {}
 _MAX_COMPILED = 2000
 _upserts: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Executable] = {}
 
@@ -236,7 +240,7 @@ def _raw_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
     return driver._conn if isinstance(driver, sqlite_inline.InlineConnection) else None
 
 
-def _prepared(statement: Executable, dialect: Any) -> tuple[str, _Binds]:
+def _prepared(statement: Executable, dialect: Any) -> tuple[str, _Values]:
     entry = _compiled.get(id(statement))
     if entry is not None and entry[0] is statement:
         return entry[1], entry[2]
@@ -253,29 +257,44 @@ def _prepared(statement: Executable, dialect: Any) -> tuple[str, _Binds]:
         # Only prebuilt statements belong here; a caller passing new ones each time
         # would otherwise grow this forever.
         _compiled.clear()
-    _compiled[id(statement)] = (statement, compiled.string, binds)
-    return compiled.string, binds
+    values = _values_of(binds)
+    _compiled[id(statement)] = (statement, compiled.string, values)
+    return compiled.string, values
 
 
-def _values(binds: _Binds, params: Params) -> list[Any]:
-    values = []
-    for name, convert, default in binds:
-        # Parameters SQLAlchemy adds itself (such as SQLite's OFFSET after a LIMIT)
-        # carry their value; ours must be given.
-        value = params[name] if default is _NO_DEFAULT or name in params else default
-        values.append(value if convert is None else convert(value))
+def _values_of(binds: _Binds) -> _Values:
+    """How to put one parameter set in the statement's order: an itemgetter when no
+    parameter needs a conversion or a default (most statements), which costs a
+    fraction of the general loop on these hot paths."""
+    if binds and all(convert is None and default is _NO_DEFAULT for _, convert, default in binds):
+        if len(binds) == 1:
+            name = binds[0][0]
+            return lambda params: (params[name],)
+        getter = operator.itemgetter(*(name for name, _, _ in binds))
+        return getter  # type: ignore[return-value]
+
+    def values(params: Params) -> list[Any]:
+        out = []
+        for name, convert, default in binds:
+            # Parameters SQLAlchemy adds itself (such as SQLite's OFFSET after a LIMIT)
+            # carry their value; ours must be given.
+            value = params[name] if default is _NO_DEFAULT or name in params else default
+            out.append(value if convert is None else convert(value))
+        return out
+
     return values
 
 
 def _run_raw(
     raw: sqlite3.Connection, statement: Executable, dialect: Any, params: Params | Sequence[Params]
 ) -> list[tuple[Any, ...]]:
-    sql, binds = _prepared(statement, dialect)
+    sql, values = _prepared(statement, dialect)
     try:
-        if isinstance(params, Mapping):
-            cursor = raw.execute(sql, _values(binds, params))
+        # dict first: isinstance against the Mapping ABC is slow.
+        if isinstance(params, dict) or isinstance(params, Mapping):
+            cursor = raw.execute(sql, values(params))
         else:
-            cursor = raw.executemany(sql, [_values(binds, p) for p in params])
+            cursor = raw.executemany(sql, map(values, params))
         rows = cursor.fetchall() if cursor.description else []
         cursor.close()
         return rows

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 
 from storage.database import Database, upsert
@@ -638,8 +639,18 @@ def _event_row(event_id: str, room_id: str, pdu: Mapping[str, Any], *, outlier: 
         "outlier": outlier,
         "rejected_reason": None,
         "redacted_by": None,
-        "json": json.dumps(pdu, separators=(",", ":"), ensure_ascii=False),
+        "json": _json_text(pdu),
     }
+
+
+def _json_text(pdu: Mapping[str, Any]) -> str:
+    """Compact JSON, by orjson (a tenth of the standard library's time, for every
+    event stored); the standard library writes what orjson refuses (a remote event's
+    lone surrogate escapes)."""
+    try:
+        return orjson.dumps(pdu).decode()
+    except TypeError:
+        return json.dumps(pdu, separators=(",", ":"), ensure_ascii=False)
 
 
 def _membership_row(room_id: str, event_id: str, pdu: Mapping[str, Any], stream_ordering: int) -> dict[str, Any]:
