@@ -90,7 +90,13 @@ _ACTION_COLUMNS = (
 _INSERT_ACTIONS = insert(event_push_actions).values({c: bindparam(c) for c in _ACTION_COLUMNS})
 _ZERO_COUNTS = (
     update(event_push_summary)
-    .where(event_push_summary.c.user_id == bindparam("u"), event_push_summary.c.room_id == bindparam("r"))
+    .where(
+        event_push_summary.c.user_id == bindparam("u"),
+        event_push_summary.c.room_id == bindparam("r"),
+        # Counts already zero stay untouched: an UPDATE writes its rows' pages even
+        # when nothing changes, and a chatty user's every message would.
+        (event_push_summary.c.notifications != 0) | (event_push_summary.c.highlights != 0),
+    )
     .values(notifications=0, highlights=0)
 )
 _count_statements: dict[str, Any] = {}
