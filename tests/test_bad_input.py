@@ -95,6 +95,24 @@ def test_cors_headers_and_preflight(api: Api) -> None:
         assert "PUT" in response.headers["access-control-allow-methods"]
 
 
+def test_routes_without_path_parameters_answer_like_the_others(api: Api) -> None:
+    """Exact paths such as /sync skip Starlette's layers (homeserver/app.py,
+    ExactPaths): their errors, CORS headers and method handling stay the same."""
+    unauthenticated = api.get(f"{V3}/sync")
+    assert (unauthenticated.status_code, unauthenticated.json()["errcode"]) == (401, "M_MISSING_TOKEN")
+    assert unauthenticated.headers["access-control-allow-origin"] == "*"
+    assert unauthenticated.headers["content-type"] == "application/json"
+    bad_token = api.get(f"{V3}/sync", headers={"Authorization": "Bearer nope"})
+    assert (bad_token.status_code, bad_token.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    wrong_method = api.post(f"{V3}/sync", json={})
+    assert (wrong_method.status_code, wrong_method.json()["errcode"]) == (405, "M_UNRECOGNIZED")
+    head = api.request("HEAD", "/_matrix/client/versions")
+    assert head.status_code == 200 and head.content == b""
+    not_json = api.post(f"{V3}/login", content=b"{", headers={"Content-Type": "application/json"})
+    assert (not_json.status_code, not_json.json()["errcode"]) == (400, "M_NOT_JSON")
+    assert not_json.headers["access-control-allow-origin"] == "*"
+
+
 def test_any_stored_json_comes_back(user: User) -> None:
     """Account data is the client's own JSON: integers beyond 64 bits and non-ASCII
     text come back as they went in (responses are encoded by orjson, which refuses
