@@ -121,6 +121,16 @@ class Ours(BenchServer):
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        # Bytecode for our modules, as an installed server has: pip compiles a
+        # package's modules when it installs it (Synapse's were, into its venv), but
+        # this checkout is an editable install, and with PYTHONDONTWRITEBYTECODE set
+        # (as on our CI machines) every start would compile them all again.
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "homeserver", "storage", "federation"],
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         self.inner = ServerProcess(directory, {"log_level": "INFO"})
         self.base_url = self.inner.base_url
         self.port = self.inner.port

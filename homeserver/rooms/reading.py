@@ -236,15 +236,16 @@ class RoomReader:
         if not events:
             return []
         now_ms = int(time.time() * 1000)
-        redactions = await self.events.get_events([e.redacted_by for e in events if e.redacted_by])
+        # Most pages have no redacted, state or own events: no lookups then (a wave of
+        # woken long-polls serialises the same new message thousands of times).
+        redacted_by = [e.redacted_by for e in events if e.redacted_by]
+        redactions = await self.events.get_events(redacted_by) if redacted_by else {}
         # prev_content is read from the replaced event itself, so a redaction of that
         # event since is honoured.
-        replaced = await self.events.get_events([r for r in map(_replaces_state, events) if r is not None])
-        txn_ids = (
-            await self.events.txn_ids_for(reader.user_id, reader.device_id, [e.event_id for e in events if e.sender == reader.user_id])
-            if reader.device_id
-            else {}
-        )
+        replaced_ids = [r for r in map(_replaces_state, events) if r is not None]
+        replaced = await self.events.get_events(replaced_ids) if replaced_ids else {}
+        own = [e.event_id for e in events if e.sender == reader.user_id] if reader.device_id else []
+        txn_ids = await self.events.txn_ids_for(reader.user_id, reader.device_id, own) if own and reader.device_id else {}
         versions: dict[str, RoomVersion] = {}
         out = []
         for event in events:
