@@ -63,7 +63,11 @@ class Database:
         # write_prebuilt()'s connection, used only under the write lock.
         self._writer: sqlite3.Connection | None = None
         # Inline connections leave WAL checkpoints to a thread (storage/sqlite_checkpoint.py).
-        self._checkpointer = WalCheckpointer(inline_path) if inline_path is not None else None
+        self._checkpointer = (
+            WalCheckpointer(inline_path, self._write_lock)
+            if inline_path is not None and self._write_lock is not None
+            else None
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -158,7 +162,7 @@ class Database:
 
     async def close(self) -> None:
         if self._checkpointer is not None:
-            self._checkpointer.close()
+            await self._checkpointer.close()
         for raw in (self._reader, self._writer):
             if raw is not None:
                 raw.close()
@@ -218,6 +222,9 @@ def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     # WalCheckpointer checkpoints on its own thread instead of a committing writer.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA wal_autocheckpoint=0")
+    # When a writer starts the WAL afresh (after the checkpointer's RESTART), it cuts
+    # the file back to this size.
+    cursor.execute(f"PRAGMA journal_size_limit={4 * 2**20}")
     cursor.close()
 
 
