@@ -61,6 +61,10 @@ async def sync(request: Request) -> Response:
     sync_request = SyncRequest(
         requester.user_id, requester.device_id, since, sync_filter, full_state=full_state, use_state_after=use_state_after
     )
+    if not hs.presence.tracks(set_presence):
+        # No presence context around a long-poll that would do nothing with it: it
+        # is held, with its frames, for as long as the poll waits.
+        return json_response(await service.sync(sync_request, timeout))
     async with hs.presence.syncing(requester.user_id, set_presence):
         return json_response(await service.sync(sync_request, timeout))
 

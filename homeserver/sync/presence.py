@@ -124,9 +124,13 @@ class Presence:
             return
         await self._write(user_id, "online", row.status_msg if row else None, now)
 
+    def tracks(self, set_presence: str | None) -> bool:
+        """Whether a /sync with this `set_presence` counts for presence (`syncing`)."""
+        return self.enabled and set_presence != "offline"
+
     @contextlib.asynccontextmanager
     async def syncing(self, user_id: str, set_presence: str | None) -> AsyncIterator[None]:
-        if not self.enabled or set_presence == "offline":
+        if not self.tracks(set_presence):
             yield
             return
         wanted = set_presence or "online"
