@@ -153,12 +153,12 @@ class Database:
             try:
                 yield _RawTransaction(raw)
                 raw.commit()
-                assert self._checkpointer is not None
-                self._checkpointer.committed()
             except BaseException:
                 if raw.in_transaction:
                     raw.rollback()
                 raise
+            assert self._checkpointer is not None
+            self._checkpointer.committed()
 
     async def close(self) -> None:
         if self._checkpointer is not None:
