@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests import matrix_spec
+from tests.fake_peer import FakePeer
 from tests.server import ServerProcess
 from tests.synapse import SynapseProcess, synapse_available
 
@@ -140,6 +141,15 @@ def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process.start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePeer]:
+    """A hostile federation peer (tests/fake_peer.py) for one test module."""
+    fake = FakePeer(tmp_path_factory.mktemp("peer"))
+    fake.start()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture(scope="session")

@@ -111,6 +111,15 @@ class FakePeer:
         self.rooms[room.room_id] = room
         return room
 
+    def public_room(self, version: str = "10") -> tuple[PeerRoom, str]:
+        """A room anyone may join, its creator (power 100) joined: (room, creator)."""
+        room = self.new_room(version)
+        creator = self.user("creator")
+        room.send(creator, "m.room.member", {"membership": "join"}, state_key=creator)
+        room.send(creator, "m.room.power_levels", {"users": {creator: 100}}, state_key="")
+        room.send(creator, "m.room.join_rules", {"join_rule": "public"}, state_key="")
+        return room, creator
+
     def _room_routes(self) -> list[Route]:
         fed = "/_matrix/federation"
 

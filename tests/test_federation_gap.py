@@ -5,22 +5,12 @@ and accept it on that state, instead of losing it and everything after it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from urllib.parse import quote
 
-import pytest
 
 from tests.conftest import V3, User, register_user
 from tests.fake_peer import FakePeer
 from tests.server import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePeer]:
-    fake = FakePeer(tmp_path_factory.mktemp("gap_peer"))
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def _bodies(user: User, room_id: str) -> list[str]:
@@ -30,11 +20,7 @@ def _bodies(user: User, room_id: str) -> list[str]:
 
 
 def test_event_beyond_an_unfillable_gap_is_accepted_on_fetched_state(ours: ServerProcess, peer: FakePeer) -> None:
-    room = peer.new_room("10")
-    creator = peer.user("creator")
-    room.send(creator, "m.room.member", {"membership": "join"}, state_key=creator)
-    room.send(creator, "m.room.power_levels", {"users": {creator: 100}}, state_key="")
-    room.send(creator, "m.room.join_rules", {"join_rule": "public"}, state_key="")
+    room, creator = peer.public_room()
     alice = register_user(ours.base_url)
     joined = alice.api.post(f"{V3}/join/{room.room_id}", params={"via": peer.server_name}, json={})
     assert joined.status_code == 200, joined.text

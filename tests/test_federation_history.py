@@ -4,7 +4,6 @@ against a hostile peer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -220,14 +219,6 @@ def test_knocks_both_ways(ours: ServerProcess, synapse: SynapseProcess) -> None:
         lambda: bob.user_id in alice.api.get(f"{V3}/rooms/{ours_room}/joined_members").json()["joined"],
         what="bob joined after knocking",
     )
-
-
-@pytest.fixture(scope="module")
-def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePeer]:
-    fake = FakePeer(tmp_path_factory.mktemp("peer"))
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def test_soft_failed_event_is_kept_but_not_shown(ours: ServerProcess, peer: FakePeer) -> None:

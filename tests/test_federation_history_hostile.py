@@ -6,24 +6,14 @@ from __future__ import annotations
 
 import copy
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 
 from homeserver.events import generate_signing_key
 from tests.conftest import V3, register_user
 from tests.fake_peer import FakePeer
 from tests.server import ServerProcess
 from tests.test_federation_history import paginate_back
-
-
-@pytest.fixture(scope="module")
-def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePeer]:
-    fake = FakePeer(tmp_path_factory.mktemp("history_peer"))
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def texts(events: list[dict[str, Any]]) -> list[str]:
@@ -124,11 +114,7 @@ def test_backfill_keeps_no_forged_event(ours: ServerProcess, peer: FakePeer) -> 
 
 
 def test_dropped_events_above_history_do_not_stall_backfill(ours: ServerProcess, peer: FakePeer) -> None:
-    room = peer.new_room("10")
-    creator = peer.user("creator")
-    room.send(creator, "m.room.member", {"membership": "join"}, state_key=creator)
-    room.send(creator, "m.room.power_levels", {"users": {creator: 100}}, state_key="")
-    room.send(creator, "m.room.join_rules", {"join_rule": "public"}, state_key="")
+    room, creator = peer.public_room()
     room.send(creator, "m.room.history_visibility", {"history_visibility": "shared"}, state_key="")
     for i in range(40):
         room.send(creator, "m.room.message", {"msgtype": "m.text", "body": f"h{i}"})

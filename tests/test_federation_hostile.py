@@ -4,23 +4,13 @@ transactions, unknown rooms. Each is refused; the room stays as it was."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from homeserver.events import compute_event_id, get_room_version, select_auth_event_ids
 from tests.conftest import V3, register_user
 from tests.fake_peer import FakePeer
 from tests.server import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePeer]:
-    fake = FakePeer(tmp_path_factory.mktemp("peer"))
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def test_hostile_peer(ours: ServerProcess, peer: FakePeer) -> None:
