@@ -14,6 +14,7 @@ import pytest
 from nio import AsyncClient, PushRulesEvent, SyncResponse
 
 from tests.conftest import V3, User
+from tests.push.default_rules import SPEC_OVERRIDE_ORDER, SPEC_UNDERRIDE_ORDER
 from tests.server import ServerProcess
 
 RULES = f"{V3}/pushrules"
@@ -65,25 +66,8 @@ def test_defaults_for_a_new_user(user: User) -> None:
     ruleset = ok(user.api.get(f"{RULES}/global/"))
     assert everything == {"global": ruleset}
     assert set(ruleset) == {"override", "content", "room", "sender", "underride"}
-    assert [r["rule_id"] for r in ruleset["override"]] == [
-        ".m.rule.master",
-        ".m.rule.suppress_notices",
-        ".m.rule.invite_for_me",
-        ".m.rule.member_event",
-        ".m.rule.is_user_mention",
-        ".m.rule.is_room_mention",
-        ".m.rule.tombstone",
-        ".m.rule.reaction",
-        ".m.rule.room.server_acl",
-        ".m.rule.suppress_edits",
-    ]
-    assert [r["rule_id"] for r in ruleset["underride"]] == [
-        ".m.rule.call",
-        ".m.rule.encrypted_room_one_to_one",
-        ".m.rule.room_one_to_one",
-        ".m.rule.message",
-        ".m.rule.encrypted",
-    ]
+    assert [r["rule_id"] for r in ruleset["override"]] == SPEC_OVERRIDE_ORDER
+    assert [r["rule_id"] for r in ruleset["underride"]] == SPEC_UNDERRIDE_ORDER
     assert all(r["default"] for kind in ruleset.values() for r in kind)
     invite = ok(user.api.get(rule_url("override", ".m.rule.invite_for_me")))
     assert {"kind": "event_match", "key": "state_key", "pattern": user.user_id} in invite["conditions"]

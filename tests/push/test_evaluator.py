@@ -19,6 +19,7 @@ from homeserver.push.evaluator import (
 )
 from homeserver.push.rules import DEFAULT_RULESET, client_ruleset, compile_rules
 from storage.push_rules import DefaultRuleSetting, StoredPushRule, UserPushRules
+from tests.push.default_rules import SPEC_OVERRIDE_ORDER, SPEC_UNDERRIDE_ORDER
 
 ME = "@alice:example.org"
 OTHER = "@bob:example.org"
@@ -58,28 +59,10 @@ def matches(condition: dict[str, Any], event: dict[str, Any], *, display_name: s
 
 # --- the default rules -----------------------------------------------------------------
 
-
 def test_default_rules_in_spec_order() -> None:
     ruleset = client_ruleset(ME, UserPushRules())
-    assert [r["rule_id"] for r in ruleset["override"]] == [
-        ".m.rule.master",
-        ".m.rule.suppress_notices",
-        ".m.rule.invite_for_me",
-        ".m.rule.member_event",
-        ".m.rule.is_user_mention",
-        ".m.rule.is_room_mention",
-        ".m.rule.tombstone",
-        ".m.rule.reaction",
-        ".m.rule.room.server_acl",
-        ".m.rule.suppress_edits",
-    ]
-    assert [r["rule_id"] for r in ruleset["underride"]] == [
-        ".m.rule.call",
-        ".m.rule.encrypted_room_one_to_one",
-        ".m.rule.room_one_to_one",
-        ".m.rule.message",
-        ".m.rule.encrypted",
-    ]
+    assert [r["rule_id"] for r in ruleset["override"]] == SPEC_OVERRIDE_ORDER
+    assert [r["rule_id"] for r in ruleset["underride"]] == SPEC_UNDERRIDE_ORDER
     assert ruleset["content"] == ruleset["room"] == ruleset["sender"] == []
     master = ruleset["override"][0]
     assert master == {"rule_id": ".m.rule.master", "default": True, "enabled": False, "conditions": [], "actions": []}
