@@ -122,18 +122,10 @@ class Database:
                 yield conn
             return
         async with self._write_lock:
-            if self._inline_path is None:
-                async with self.engine.begin() as conn:
-                    yield conn
-                return
-            conn = await self.engine.connect()
-            try:
-                async with conn.begin():
-                    yield conn
-            finally:
-                await _close_inline(conn)
-            assert self._checkpointer is not None
-            self._checkpointer.committed()
+            async with self.read() as conn, conn.begin():
+                yield conn
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
 
     @asynccontextmanager
     async def write_prebuilt(self) -> AsyncIterator[Any]:
@@ -157,8 +149,8 @@ class Database:
                 if raw.in_transaction:
                     raw.rollback()
                 raise
-            assert self._checkpointer is not None
-            self._checkpointer.committed()
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
 
     async def close(self) -> None:
         if self._checkpointer is not None:
