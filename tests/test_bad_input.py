@@ -95,9 +95,10 @@ def test_cors_headers_and_preflight(api: Api) -> None:
         assert "PUT" in response.headers["access-control-allow-methods"]
 
 
-def test_routes_without_path_parameters_answer_like_the_others(api: Api) -> None:
-    """Exact paths such as /sync skip Starlette's layers (homeserver/app.py,
-    ExactPaths): their errors, CORS headers and method handling stay the same."""
+def test_routes_from_the_fast_table_answer_like_the_others(api: Api) -> None:
+    """Requests the route table places (homeserver/routing.py) skip Starlette's layers
+    (homeserver/app.py, FastRoutes): their errors, CORS headers and method handling
+    stay the same."""
     unauthenticated = api.get(f"{V3}/sync")
     assert (unauthenticated.status_code, unauthenticated.json()["errcode"]) == (401, "M_MISSING_TOKEN")
     assert unauthenticated.headers["access-control-allow-origin"] == "*"
@@ -111,6 +112,16 @@ def test_routes_without_path_parameters_answer_like_the_others(api: Api) -> None
     not_json = api.post(f"{V3}/login", content=b"{", headers={"Content-Type": "application/json"})
     assert (not_json.status_code, not_json.json()["errcode"]) == (400, "M_NOT_JSON")
     assert not_json.headers["access-control-allow-origin"] == "*"
+    # Routes with path parameters.
+    send = api.put(f"{V3}/rooms/!nowhere:localhost/send/m.room.message/t1", json={})
+    assert (send.status_code, send.json()["errcode"]) == (401, "M_MISSING_TOKEN")
+    assert send.headers["access-control-allow-origin"] == "*"
+    wrong_method = api.post(f"{V3}/rooms/!nowhere:localhost/send/m.room.message/t1", json={})
+    assert (wrong_method.status_code, wrong_method.json()["errcode"]) == (405, "M_UNRECOGNIZED")
+    one_segment_more = api.put(f"{V3}/rooms/!nowhere:localhost/send/m.room.message/t1/x", json={})
+    assert (one_segment_more.status_code, one_segment_more.json()["errcode"]) == (404, "M_UNRECOGNIZED")
+    empty_parameter = api.put(f"{V3}/rooms//send/m.room.message/t1", json={})
+    assert (empty_parameter.status_code, empty_parameter.json()["errcode"]) == (404, "M_UNRECOGNIZED")
 
 
 def test_any_stored_json_comes_back(user: User) -> None:
