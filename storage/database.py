@@ -1,6 +1,9 @@
-"""The database connection: one async SQLAlchemy engine over SQLite or PostgreSQL.
+"""The database connection: one SQLAlchemy engine over SQLite or PostgreSQL.
 
-Stores call `read()` for a connection and `write()` for a transaction. On SQLite every
+Stores call `read()` for a connection and `write()` for a transaction, and use it as
+an `AsyncConnection` (`await conn.execute(...)`). On PostgreSQL it is one, from an async
+engine over asyncpg; on an SQLite file it is an `InlineConnection` over a synchronous
+engine, whose statements run on the event loop's thread (storage/sqlite_inline.py). On SQLite every
 write transaction of this process is serialised by one lock, because SQLite has a
 single writer anyway and waiting on our own lock is cheaper than retrying on
 "database is locked".
@@ -20,41 +23,43 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import bindparam, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import bindparam, create_engine, event
+from sqlalchemy.engine import CursorResult, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
 
 from storage import sqlite_inline
 from storage.sqlite_checkpoint import WalCheckpointer
 
+if TYPE_CHECKING:
+    # Imported only for PostgreSQL (and SQLite in memory): sqlalchemy.ext.asyncio
+    # imports the ORM, a tenth of a second of start-up.
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 Params = Mapping[str, Any]
 
 
-async def _close_inline(conn: AsyncConnection) -> None:
-    """Return a `sqlite_inline` connection to the pool.
+class Connection(Protocol):
+    """What `Database.read()` and `write()` yield: an `AsyncConnection`, or an
+    `InlineConnection` with the same methods."""
 
-    Not `async with engine.connect()`: SQLAlchemy's `AsyncConnection.__aexit__` runs the
-    close in a task of its own (so that a cancelled caller cannot abandon it halfway
-    through real I/O), which costs the caller a full turn of the event loop. Under load
-    a turn is tens of milliseconds, paid on every read and, inside the write lock, on
-    every write: sync responses and the writers queued behind them stalled. An inline
-    connection's close never suspends (nothing leaves the loop's thread), so it cannot
-    be interrupted and needs no task.
-    """
-    await conn.close()
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> CursorResult[Any]: ...
 
 
 class Database:
-    def __init__(self, engine: AsyncEngine, inline_path: str | None = None) -> None:
+    def __init__(self, engine: AsyncEngine | Engine, inline_path: str | None = None) -> None:
+        # A synchronous engine exactly when `inline_path` is set.
         self.engine = engine
+        self.sync_engine: Engine = engine if isinstance(engine, Engine) else engine.sync_engine
         self.dialect: str = engine.dialect.name
         self._dialect = engine.dialect  # a property of the engine, read on hot paths
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        # The SQLite file when its connections are `sqlite_inline` ones (the fast path
+        # The SQLite file when its connections are `InlineConnection`s (the fast path
         # of run() and fetch()); None otherwise.
         self._inline_path = inline_path
         # fetch()'s own connection: autocommit, used without awaiting between execute
@@ -86,44 +91,61 @@ class Database:
             if parsed.database and parsed.database != ":memory:" and not parsed.query:
                 # SQLite calls run on the loop's thread instead of aiosqlite's worker
                 # threads (see storage/sqlite_inline.py for why and what that relies on).
-                path = parsed.database
-                kwargs["async_creator"] = lambda: sqlite_inline.connect(path, timeout=30)
-                inline_path = path
+                inline_path = parsed.database
         else:
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 10
-        engine = create_async_engine(url, **kwargs)
+        engine: AsyncEngine | Engine
+        if inline_path is not None:
+            path = inline_path
+            engine = create_engine(
+                parsed.set(drivername="sqlite+pysqlite"),
+                creator=lambda: sqlite_inline.connect(path, timeout=30),
+                pool_size=kwargs["pool_size"],
+            )
+        else:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            engine = create_async_engine(url, **kwargs)
+        sync_engine = engine if isinstance(engine, Engine) else engine.sync_engine
         if parsed.get_backend_name() == "sqlite":
-            event.listen(engine.sync_engine, "connect", _configure_sqlite)
+            event.listen(sync_engine, "connect", _configure_sqlite)
             if inline_path is not None:
-                event.listen(engine.sync_engine, "connect", _no_autocheckpoint)
+                event.listen(sync_engine, "connect", _no_autocheckpoint)
             # SQLAlchemy's own BEGIN handling for pysqlite is off by default; we issue
             # BEGIN ourselves so transactions really start where we say.
-            event.listen(engine.sync_engine, "begin", _begin_sqlite)
+            event.listen(sync_engine, "begin", _begin_sqlite)
         return cls(engine, inline_path)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        if self._inline_path is None:
-            async with self.engine.connect() as conn:
-                yield conn
+    async def read(self) -> AsyncIterator[Connection]:
+        engine = self.engine
+        if isinstance(engine, Engine):
+            # Nothing here suspends: a read never gives up the loop, not even to
+            # close (an `AsyncConnection` closes in a task of its own, a whole loop
+            # turn, tens of milliseconds under load).
+            with engine.connect() as sync_connection:
+                yield sqlite_inline.InlineConnection(sync_connection)
             return
-        conn = await self.engine.connect()
-        try:
+        async with engine.connect() as conn:
             yield conn
-        finally:
-            await _close_inline(conn)
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[Connection]:
         """A transaction: committed when the block exits normally, rolled back otherwise."""
+        engine = self.engine
         if self._write_lock is None:
-            async with self.engine.begin() as conn:
+            assert not isinstance(engine, Engine)
+            async with engine.begin() as conn:
                 yield conn
             return
         async with self._write_lock:
-            async with self.read() as conn, conn.begin():
-                yield conn
+            if isinstance(engine, Engine):
+                with engine.connect() as sync_connection, sync_connection.begin():
+                    yield sqlite_inline.InlineConnection(sync_connection)
+            else:
+                async with engine.begin() as conn:
+                    yield conn
             if self._checkpointer is not None:
                 self._checkpointer.committed()
 
@@ -159,7 +181,10 @@ class Database:
             if raw is not None:
                 raw.close()
         self._reader = self._writer = None
-        await self.engine.dispose()
+        if isinstance(self.engine, Engine):
+            self.engine.dispose()
+        else:
+            await self.engine.dispose()
 
     # --- prebuilt statements on the hot paths -------------------------------------
 
@@ -169,7 +194,7 @@ class Database:
         return _upsert_statement(self.dialect, table, tuple(columns), tuple(key_columns))
 
     async def run(
-        self, conn: AsyncConnection | _RawTransaction, statement: Executable, params: Params | Sequence[Params]
+        self, conn: Connection | _RawTransaction, statement: Executable, params: Params | Sequence[Params]
     ) -> list[tuple[Any, ...]]:
         """Execute a prebuilt statement (bound parameters by name; a list of parameter
         sets runs it once per set) inside the transaction of `conn` (from `write()`,
@@ -233,10 +258,9 @@ _MAX_COMPILED = 2000
 _upserts: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Executable] = {}
 
 
-def _raw_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
-    """The sqlite3 connection under `conn` when it is a `sqlite_inline` one."""
-    driver = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-    return driver._conn if isinstance(driver, sqlite_inline.InlineConnection) else None
+def _raw_sqlite(conn: Connection) -> sqlite3.Connection | None:
+    """The sqlite3 connection under `conn` when it is an `InlineConnection`."""
+    return conn.raw if isinstance(conn, sqlite_inline.InlineConnection) else None
 
 
 def _prepared(statement: Executable, dialect: Any) -> tuple[str, _Values]:
@@ -338,17 +362,15 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def _begin_sqlite(conn: Any) -> None:
     driver = conn.connection.driver_connection
-    if isinstance(driver, sqlite_inline.InlineConnection):
+    if isinstance(driver, sqlite_inline.BufferingConnection):
         # Straight to the driver: a full SQLAlchemy execution per transaction costs
         # more than the statements of most transactions.
-        driver._conn.execute("BEGIN")
+        driver.execute("BEGIN")
     else:
         conn.exec_driver_sql("BEGIN")
 
 
-async def upsert(
-    conn: AsyncConnection, table: Any, values: dict[str, Any], key_columns: list[str]
-) -> None:
+async def upsert(conn: Connection, table: Any, values: dict[str, Any], key_columns: list[str]) -> None:
     """INSERT ... ON CONFLICT (key) DO UPDATE, in the dialect of `conn`.
 
     SQLAlchemy cannot cache ON CONFLICT statements and compiled each one anew (about

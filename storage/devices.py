@@ -11,11 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import Database
+from storage.database import Connection, Database
 from storage.schema import access_tokens, devices, users
-
 
 _TOKEN_CACHE_SECONDS = 30.0
 _TOKEN_CACHE_SIZE = 100_000
@@ -45,7 +43,7 @@ class TokenOwner:
     is_admin: bool
 
 
-async def insert_device(conn: AsyncConnection, user_id: str, device: NewDevice, now_ms: int) -> None:
+async def insert_device(conn: Connection, user_id: str, device: NewDevice, now_ms: int) -> None:
     """Create the device if it is new, and give it `device.token_hash` as its only token."""
     existing = (
         await conn.execute(

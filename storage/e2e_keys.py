@@ -10,9 +10,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import Database, upsert
+from storage.database import Connection, Database, upsert
 from storage.schema import (
     device_list_changes,
     e2e_cross_signing_keys,
@@ -32,7 +31,7 @@ class KeyConflict(Exception):
     """A one-time key ID was uploaded again with different contents."""
 
 
-async def mark_devices_changed(conn: AsyncConnection, user_ids: Iterable[str]) -> int:
+async def mark_devices_changed(conn: Connection, user_ids: Iterable[str]) -> int:
     """Record that these users' device lists changed; returns the stream position."""
     stream_id = await next_position(conn, "device_lists")
     await conn.execute(insert(device_list_changes), [{"stream_id": stream_id, "user_id": u} for u in set(user_ids)])

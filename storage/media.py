@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import Database
+from storage.database import Connection, Database
 from storage.schema import local_media, media_content, media_thumbnails
 
 # media_content.image_status: what the thumbnailer found (NULL: not looked at yet).
@@ -87,7 +86,7 @@ class MediaStore:
         # by concurrent requests is one row, whoever wins.
         return dialect_insert(self.db.is_sqlite)(table)
 
-    async def _add_content(self, conn: AsyncConnection, content: UploadedContent, now_ms: int) -> None:
+    async def _add_content(self, conn: Connection, content: UploadedContent, now_ms: int) -> None:
         await conn.execute(
             self._insert_ignore(media_content)
             .values(sha256=content.sha256, size=content.size, created_ts=now_ms)

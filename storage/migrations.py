@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import Database
+from storage.database import Connection, Database
 
 logger = logging.getLogger(__name__)
 
@@ -547,7 +546,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 ]
 
 
-async def _current_version(conn: AsyncConnection) -> int:
+async def _current_version(conn: Connection) -> int:
     await conn.execute(text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"))
     row = (await conn.execute(text("SELECT max(version) FROM schema_version"))).first()
     return int(row[0]) if row and row[0] is not None else 0

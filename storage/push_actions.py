@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import Database
+from storage.database import Connection, Database
 from storage.schema import (
     account_data,
     event_push_actions,
@@ -210,7 +209,7 @@ class PushActionStore:
                     ],
                 )
 
-    async def _read_marks(self, conn: AsyncConnection, user_id: str, room_id: str | None) -> dict[str, ReadMarks]:
+    async def _read_marks(self, conn: Connection, user_id: str, room_id: str | None) -> dict[str, ReadMarks]:
         marks: dict[str, ReadMarks] = defaultdict(ReadMarks)
         query = (
             select(receipts.c.room_id, receipts.c.thread_id, func.max(events.c.stream_ordering))

@@ -1,17 +1,15 @@
-"""SQLite for SQLAlchemy's `sqlite+aiosqlite` dialect, run on the event loop's thread.
+"""SQLite through SQLAlchemy's synchronous engine, run on the event loop's thread, behind
+the small part of `AsyncConnection`'s interface that the stores use.
 
-aiosqlite gives every connection a worker thread and hands it each call (cursor,
-execute, fetch, close, commit) through a queue and back through the loop: about 80 µs
-of CPU per hand-off on our machines, and SQLAlchemy's adapter makes three or four per
-statement. A write transaction of a room event (nine statements) spent more time
-crossing threads than SQLite spent executing it. The statements themselves are short
-(a local file in WAL mode, no fsync per commit with synchronous=NORMAL), so running
-them directly is both cheaper and, for the loop, hardly longer.
-
-This module is the small subset of aiosqlite's interface that SQLAlchemy's adapter
-uses (`sqlalchemy/dialects/sqlite/aiosqlite.py`), over the standard `sqlite3` module,
-plugged in through `create_async_engine(async_creator=...)`. The dialect, SQL
-compilation and pooling stay SQLAlchemy's.
+An async engine over aiosqlite gives every connection a worker thread and hands it
+each call (cursor, execute, fetch, close, commit) through a queue and back through
+the loop: about 80 µs of CPU per hand-off on our machines, and SQLAlchemy's adapter
+makes three or four per statement. Running the calls on the loop's thread instead
+still went through SQLAlchemy's async layer: a greenlet per statement and an adapter
+per DBAPI call, and importing `sqlalchemy.ext.asyncio` brings in the whole ORM (about
+a tenth of a second of every start-up and 6 MiB of memory). The statements are short
+(a local file in WAL mode, no fsync per commit with synchronous=NORMAL), so a plain
+synchronous connection is both cheaper and, for the loop, hardly longer.
 
 What it relies on: no SQLite call of this process waits on a lock another connection
 of this process holds. Readers never wait in WAL mode, and every write goes through
@@ -21,21 +19,54 @@ another process writing the same file can make a call wait (up to busy_timeout).
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
+from sqlalchemy.engine import Connection, CursorResult, Dialect
 
-class InlineCursor:
-    __slots__ = ("_cursor",)
+
+class InlineConnection:
+    """What `Database.read()` and `write()` yield for an SQLite file: `await
+    conn.execute(...)` and the rest, as on an `AsyncConnection`, done synchronously."""
+
+    __slots__ = ("sync_connection",)
+
+    def __init__(self, sync_connection: Connection) -> None:
+        self.sync_connection = sync_connection
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.sync_connection.dialect
+
+    @property
+    def raw(self) -> sqlite3.Connection:
+        """The driver's connection, for statements run without SQLAlchemy."""
+        return self.sync_connection.connection.driver_connection  # type: ignore[return-value]
+
+    async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> CursorResult[Any]:
+        return self.sync_connection.execute(statement, parameters, **kwargs)
+
+    async def exec_driver_sql(self, sql: str, parameters: Any = None) -> CursorResult[Any]:
+        return self.sync_connection.exec_driver_sql(sql, parameters)
+
+    async def run_sync(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return function(self.sync_connection, *args, **kwargs)
+
+
+class BufferedCursor:
+    """A cursor that reads all its rows when it executes, as SQLAlchemy's async
+    adapters do: results stay readable after their connection went back to the pool,
+    and no half-read statement holds a read snapshot (which would keep the WAL from
+    being checkpointed) open."""
+
+    __slots__ = ("_cursor", "_rows", "description")
 
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
-
-    @property
-    def description(self) -> Any:
-        return self._cursor.description
+        self._rows: Iterator[Any] = iter(())
+        self.description: Any = None
 
     @property
     def lastrowid(self) -> int | None:
@@ -45,82 +76,55 @@ class InlineCursor:
     def rowcount(self) -> int:
         return self._cursor.rowcount
 
-    async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
-        if parameters is None:
-            self._cursor.execute(sql)
-        else:
-            self._cursor.execute(sql, parameters)
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    def execute(self, sql: str, parameters: Any = ()) -> BufferedCursor:
+        cursor = self._cursor
+        cursor.execute(sql, parameters)
+        self.description = cursor.description
+        self._rows = iter(cursor.fetchall() if self.description else ())
         return self
 
-    async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
+    def executemany(self, sql: str, parameters: Iterable[Any]) -> BufferedCursor:
         self._cursor.executemany(sql, parameters)
+        self.description = None
+        self._rows = iter(())
         return self
 
-    async def fetchone(self) -> Any:
-        return self._cursor.fetchone()
+    def fetchone(self) -> Any:
+        return next(self._rows, None)
 
-    async def fetchmany(self, size: int | None = None) -> Sequence[Any]:
-        return self._cursor.fetchmany(size if size is not None else self._cursor.arraysize)
+    def fetchmany(self, size: int | None = None) -> Sequence[Any]:
+        return list(islice(self._rows, size if size is not None else self._cursor.arraysize))
 
-    async def fetchall(self) -> Sequence[Any]:
-        return self._cursor.fetchall()
+    def fetchall(self) -> Sequence[Any]:
+        return list(self._rows)
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        self._rows = iter(())
         self._cursor.close()
 
 
-class _RunNow:
-    """Stands in for aiosqlite's request queue, which SQLAlchemy's adapter uses directly
-    to set `isolation_level`: the call runs at once and settles its future."""
+class BufferingConnection(sqlite3.Connection):
+    """sqlite3's connection with `BufferedCursor`s for SQLAlchemy (which asks for
+    `cursor()`); its own `execute`, which `Database.run` calls directly, keeps sqlite3's
+    cursors."""
 
-    def put_nowait(self, item: tuple[asyncio.Future[Any], Any]) -> None:
-        future, function = item
-        try:
-            result = function()
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+    def cursor(self, factory: Any = None) -> Any:  # type: ignore[override]
+        if factory is not None:
+            return super().cursor(factory)
+        return BufferedCursor(super().cursor())
 
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:  # type: ignore[override]
+        return super().cursor().execute(sql, parameters)
 
-class InlineConnection:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._conn = connection
-        self._tx = _RunNow()
-
-    @property
-    def isolation_level(self) -> str | None:
-        return self._conn.isolation_level
-
-    @isolation_level.setter
-    def isolation_level(self, value: str | None) -> None:
-        self._conn.isolation_level = value
-
-    async def cursor(self) -> InlineCursor:
-        return InlineCursor(self._conn.cursor())
-
-    async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
-        cursor = await self.cursor()
-        return await cursor.execute(sql, parameters)
-
-    async def create_function(self, *args: Any, **kwargs: Any) -> None:
-        self._conn.create_function(*args, **kwargs)
-
-    async def commit(self) -> None:
-        self._conn.commit()
-
-    async def rollback(self) -> None:
-        self._conn.rollback()
-
-    async def close(self) -> None:
-        self._conn.close()
-
-    def stop(self) -> None:
-        # SQLAlchemy's "terminate" of a connection it gave up on.
-        self._conn.close()
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:  # type: ignore[override]
+        return super().cursor().executemany(sql, parameters)
 
 
-async def connect(path: str, *, timeout: float) -> InlineConnection:
+def connect(path: str, *, timeout: float) -> BufferingConnection:
     # check_same_thread off: the pool may close a connection from the garbage
     # collector's thread; all use is on the loop's thread.
-    return InlineConnection(sqlite3.connect(path, timeout=timeout, check_same_thread=False))
+    return sqlite3.connect(path, timeout=timeout, check_same_thread=False, factory=BufferingConnection)

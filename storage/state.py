@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import Database
+from storage.database import Connection, Database
 from storage.schema import state_group_entries, state_groups
 
 StateKey = tuple[str, str]
@@ -55,7 +54,7 @@ class StateStore:
 
     async def store_group(
         self,
-        conn: AsyncConnection | Any,
+        conn: Connection | Any,
         room_id: str,
         prev_group: int | None,
         delta: Mapping[StateKey, str],

@@ -8,15 +8,14 @@ lock is held until commit) commit in position order.
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.database import Database
+from storage.database import Connection, Database
 from storage.schema import account_data, events, stream_positions
 
 STREAMS = ("receipts", "to_device", "presence", "device_lists")
 
 
-async def next_position(conn: AsyncConnection, stream: str) -> int:
+async def next_position(conn: Connection, stream: str) -> int:
     result = await conn.execute(
         update(stream_positions)
         .where(stream_positions.c.stream == stream)

@@ -57,11 +57,34 @@ def test_sqlite_files_use_the_inline_driver(tmp_path: Path) -> None:
 
     async def body(db: Database) -> None:
         async with db.read() as conn:
-            raw = await conn.get_raw_connection()
-            assert isinstance(raw.driver_connection, sqlite_inline.InlineConnection)
+            assert isinstance(conn, sqlite_inline.InlineConnection)
+            assert isinstance(conn.raw, sqlite_inline.BufferingConnection)
             # WAL and the other settings reach these connections too.
             assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+
+    _with_db(tmp_path, body)
+
+
+def test_results_are_read_when_their_statement_runs(tmp_path: Path) -> None:
+    """As through an async engine, a result holds its rows once executed: readable
+    after its connection went back to the pool, and a half-read one holds no read
+    snapshot that would keep the WAL from being checkpointed."""
+    import sqlite3
+
+    async def body(db: Database) -> None:
+        async with db.write() as conn:
+            for i in range(50):
+                await conn.execute(insert(rooms).values(_room(f"!{i:02}:x")))
+        async with db.read() as conn:
+            result = await conn.execute(select(rooms.c.room_id).order_by(rooms.c.room_id))
+            assert result.fetchone() == ("!00:x",)
+        if not os.environ.get(POSTGRES_ENV):
+            outside = sqlite3.connect(tmp_path / "test.db")
+            busy, _, _ = outside.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            outside.close()
+            assert busy == 0
+        assert [row.room_id for row in result] == [f"!{i:02}:x" for i in range(1, 50)]
 
     _with_db(tmp_path, body)
 

@@ -34,7 +34,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 class QueryCounter:
     def __init__(self, db: Database) -> None:
         self.selects = 0
-        event.listen(db.engine.sync_engine, "before_cursor_execute", self._count)
+        event.listen(db.sync_engine, "before_cursor_execute", self._count)
 
     def _count(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if statement.lstrip().upper().startswith("SELECT"):
