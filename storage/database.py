@@ -1,12 +1,12 @@
 """The database connection: one SQLAlchemy engine over SQLite or PostgreSQL.
 
 Stores call `read()` for a connection and `write()` for a transaction, and use it as
-an `AsyncConnection` (`await conn.execute(...)`). On PostgreSQL it is one, from an async
-engine over asyncpg; on an SQLite file it is an `InlineConnection` over a synchronous
-engine, whose statements run on the event loop's thread (storage/sqlite_inline.py). On SQLite every
-write transaction of this process is serialised by one lock, because SQLite has a
-single writer anyway and waiting on our own lock is cheaper than retrying on
-"database is locked".
+an `AsyncConnection` (`await conn.execute(...)`). On PostgreSQL it is one, from an
+async engine over asyncpg; on an SQLite file it is an `InlineConnection` over a
+synchronous engine, whose statements run on the event loop's thread
+(storage/sqlite_inline.py). On SQLite every write transaction of this process is
+serialised by one lock, because SQLite has a single writer anyway and waiting on our
+own lock is cheaper than retrying on "database is locked".
 
 Hot paths (persisting a room event, looking up a transaction ID) run prebuilt Core
 statements through `run()` and `fetch()`: on SQLite they go straight to the driver with
@@ -107,15 +107,15 @@ class Database:
             from sqlalchemy.ext.asyncio import create_async_engine
 
             engine = create_async_engine(url, **kwargs)
-        sync_engine = engine if isinstance(engine, Engine) else engine.sync_engine
-        if parsed.get_backend_name() == "sqlite":
-            event.listen(sync_engine, "connect", _configure_sqlite)
+        db = cls(engine, inline_path)
+        if db.is_sqlite:
+            event.listen(db.sync_engine, "connect", _configure_sqlite)
             if inline_path is not None:
-                event.listen(sync_engine, "connect", _no_autocheckpoint)
+                event.listen(db.sync_engine, "connect", _no_autocheckpoint)
             # SQLAlchemy's own BEGIN handling for pysqlite is off by default; we issue
             # BEGIN ourselves so transactions really start where we say.
-            event.listen(sync_engine, "begin", _begin_sqlite)
-        return cls(engine, inline_path)
+            event.listen(db.sync_engine, "begin", _begin_sqlite)
+        return db
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Connection]:
