@@ -514,6 +514,10 @@ class EventStore:
         """event_id -> txn_id for the events among `event_ids` that this device sent."""
         if not event_ids:
             return {}
+        if len(event_ids) == 1:
+            # The usual case (a sync bringing the device's own new message), prebuilt.
+            params = {"user_id": user_id, "device_id": device_id, "event_id": event_ids[0]}
+            return dict(await self.db.fetch(_TXN_OF_EVENT, params))
         query = select(event_txn_ids.c.event_id, event_txn_ids.c.txn_id).where(
             event_txn_ids.c.user_id == user_id,
             event_txn_ids.c.device_id == device_id,
@@ -716,6 +720,11 @@ _TXN_EVENT = select(event_txn_ids.c.event_id).where(
     event_txn_ids.c.user_id == bindparam("user_id"),
     event_txn_ids.c.device_id == bindparam("device_id"),
     event_txn_ids.c.txn_id == bindparam("txn_id"),
+)
+_TXN_OF_EVENT = select(event_txn_ids.c.event_id, event_txn_ids.c.txn_id).where(
+    event_txn_ids.c.user_id == bindparam("user_id"),
+    event_txn_ids.c.device_id == bindparam("device_id"),
+    event_txn_ids.c.event_id == bindparam("event_id"),
 )
 
 _EVENT_COLUMNS = select(
