@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import pytest
 from nio import (
     AsyncClient,
     JoinResponse,
     RoomCreateResponse,
+    RoomGetStateEventResponse,
     RoomMessagesResponse,
     RoomPreset,
     RoomSendResponse,
@@ -139,3 +141,30 @@ async def test_paginate_forwards_over_http(user: User) -> None:
             break
         token = page["end"]
     assert seen == sent
+
+
+async def test_a_deactivated_account_leaves_its_rooms(bob: AsyncClient, new_user) -> None:  # type: ignore[no-untyped-def]
+    """Deactivating your own account takes you out of your rooms and rejects your
+    invites, as an operator's deactivation does: the other members' clients see you go."""
+    leaving: User = new_user()
+    shared = await bob.room_create(name="Stays", visibility=RoomVisibility.private)
+    invited = await bob.room_create(name="Never joined", visibility=RoomVisibility.private)
+    for room_id in (shared.room_id, invited.room_id):
+        await bob.room_invite(room_id, leaving.user_id)
+    assert leaving.api.post(f"{V3}/join/{quote(shared.room_id)}", json={}).status_code == 200
+    await bob.sync(timeout=0, full_state=True)
+    assert leaving.user_id in bob.rooms[shared.room_id].users
+    assert leaving.user_id in bob.rooms[invited.room_id].invited_users
+
+    challenge = leaving.api.post(f"{V3}/account/deactivate", json={})
+    auth = {"type": "m.login.password", "session": challenge.json()["session"], "user": leaving.localpart}
+    done = leaving.api.post(f"{V3}/account/deactivate", json={"auth": {**auth, "password": leaving.password}})
+    assert done.status_code == 200, done.text
+
+    await bob.sync(timeout=0)
+    assert leaving.user_id not in bob.rooms[shared.room_id].users
+    assert leaving.user_id not in bob.rooms[invited.room_id].invited_users
+    for room_id in (shared.room_id, invited.room_id):
+        state = await bob.room_get_state_event(room_id, "m.room.member", leaving.user_id)
+        assert isinstance(state, RoomGetStateEventResponse), state
+        assert state.content["membership"] == "leave"

@@ -190,11 +190,7 @@ class AdminService:
         """Log the user out everywhere, leave every room and reject every invite, and
         lock the account; with erase, drop the profile too."""
         await self.existing_user(user_id)
-        for membership in await self.hs.room_store.rooms_for_user(user_id, ("join", "invite", "knock")):
-            try:
-                await self.hs.membership.leave(user_id, membership.room_id)
-            except MatrixError as exc:
-                logger.warning("Deactivating %s: could not leave %s: %s", user_id, membership.room_id, exc)
+        await self.hs.membership.leave_everything(user_id)
         await self.hs.account_service.deactivate(user_id, erase=erase)
 
     async def reset_password(self, user_id: str, new_password: str, *, logout_devices: bool) -> None:

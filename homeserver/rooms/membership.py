@@ -8,6 +8,7 @@ content (display name, avatar, reason, is_direct).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from homeserver.rooms.events import RoomEvents
 from storage.accounts import AccountStore
 from storage.events import StoredEvent
 from storage.rooms import RoomStore
+
+logger = logging.getLogger(__name__)
 
 
 class Membership:
@@ -155,6 +158,16 @@ class Membership:
                 raise forbidden("You are not in this room")
             return
         await self._set(user_id, room_id, user_id, "leave", reason)
+
+    async def leave_everything(self, user_id: str) -> None:
+        """Leave every room, reject every invite and rescind every knock (a
+        deactivated account's way out: its members see it go). A room that refuses
+        is logged and skipped, so one broken room cannot keep the rest."""
+        for membership in await self.rooms.rooms_for_user(user_id, ("join", "invite", "knock")):
+            try:
+                await self.leave(user_id, membership.room_id)
+            except MatrixError as exc:
+                logger.warning("%s could not leave %s: %s", user_id, membership.room_id, exc)
 
     async def kick(self, sender: str, room_id: str, target: str, reason: str | None) -> None:
         await self.room_events.head(room_id)
