@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from homeserver.auth import hash_token, new_access_token
@@ -35,6 +36,9 @@ class Accounts:
         self.server_name = server_name
         self.accounts = accounts
         self.devices = devices
+        # Set by the room side: take a user out of every room (and invite, and knock)
+        # before the account is locked, so its rooms see it go.
+        self.leave_all_rooms: Callable[[str], Awaitable[None]] | None = None
 
     def check_localpart(self, localpart: str) -> str:
         """The user ID for a wanted localpart, or M_INVALID_USERNAME."""
@@ -126,6 +130,10 @@ class Accounts:
             await self.devices.delete_other_devices(user_id, keep_device_id)
 
     async def deactivate(self, user_id: str, *, erase: bool = False) -> None:
+        """The user's own deactivation and an operator's alike: leave every room, then
+        lock the account."""
+        if self.leave_all_rooms is not None:
+            await self.leave_all_rooms(user_id)
         await self.accounts.deactivate(user_id, erase=erase)
 
 

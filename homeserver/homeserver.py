@@ -117,6 +117,7 @@ class HomeServer:
             config.server_name, self.alias_store, self.room_store, self.room_events, config.rooms.admins_may_publish
         )
         self.membership = Membership(config.server_name, self.room_events, self.room_store, self.accounts, self.directory)
+        self.account_service.leave_all_rooms = self.membership.leave_everything
         self.room_creator = RoomCreator(config.server_name, self.room_events, self.membership, config.default_room_version)
         self.received_events = ReceivedEvents(self.room_events)
         self.room_reader = RoomReader(self.room_events, self.events, self.state_store, self.room_store, self.account_data)

@@ -190,7 +190,6 @@ class AdminService:
         """Log the user out everywhere, leave every room and reject every invite, and
         lock the account; with erase, drop the profile too."""
         await self.existing_user(user_id)
-        await self.hs.membership.leave_everything(user_id)
         await self.hs.account_service.deactivate(user_id, erase=erase)
 
     async def reset_password(self, user_id: str, new_password: str, *, logout_devices: bool) -> None:

@@ -58,8 +58,5 @@ async def deactivate(request: Request) -> Response:
     requester = await require_user(request)
     body = await read_model(request, DeactivateBody, allow_empty=True)
     await require_password(request, body.auth, requester.user_id)
-    hs = request.app.state.hs
-    # As an operator's deactivation does: the account's rooms see it leave.
-    await hs.membership.leave_everything(requester.user_id)
-    await hs.account_service.deactivate(requester.user_id, erase=body.erase)
+    await request.app.state.hs.account_service.deactivate(requester.user_id, erase=body.erase)
     return json_response({"id_server_unbind_result": "no-support"})
