@@ -31,9 +31,9 @@ class KeyConflict(Exception):
     """A one-time key ID was uploaded again with different contents."""
 
 
-async def mark_devices_changed(conn: Connection, user_ids: Iterable[str]) -> int:
+async def mark_devices_changed(db: Database, conn: Connection, user_ids: Iterable[str]) -> int:
     """Record that these users' device lists changed; returns the stream position."""
-    stream_id = await next_position(conn, "device_lists")
+    stream_id = await next_position(db, conn, "device_lists")
     await conn.execute(insert(device_list_changes), [{"stream_id": stream_id, "user_id": u} for u in set(user_ids)])
     return stream_id
 
@@ -63,7 +63,7 @@ class E2eKeyStore:
                 {"user_id": user_id, "device_id": device_id, "key_json": value},
                 ["user_id", "device_id"],
             )
-            return await mark_devices_changed(conn, [user_id])
+            return await mark_devices_changed(self.db, conn, [user_id])
 
     async def device_keys(self, user_id: str, device_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
         query = select(e2e_device_keys.c.device_id, e2e_device_keys.c.key_json).where(e2e_device_keys.c.user_id == user_id)
@@ -81,7 +81,7 @@ class E2eKeyStore:
                     e2e_signatures.c.target_user_id == user_id, e2e_signatures.c.target_key_id.in_(device_ids)
                 )
             )
-            return await mark_devices_changed(conn, [user_id])
+            return await mark_devices_changed(self.db, conn, [user_id])
 
     # --- one-time and fallback keys --------------------------------------------------
 
@@ -235,7 +235,7 @@ class E2eKeyStore:
             if "master" in keys:
                 # A new master key invalidates every signature made for the old one.
                 await conn.execute(delete(e2e_signatures).where(e2e_signatures.c.target_user_id == user_id))
-            return await mark_devices_changed(conn, [user_id])
+            return await mark_devices_changed(self.db, conn, [user_id])
 
     async def add_signatures(self, signer_user_id: str, rows: list[tuple[str, str, str, str]]) -> int | None:
         """(signer_key_id, target_user_id, target_key_id, signature) rows."""
@@ -255,7 +255,7 @@ class E2eKeyStore:
                     },
                     ["signer_user_id", "signer_key_id", "target_user_id", "target_key_id"],
                 )
-            return await mark_devices_changed(conn, {r[1] for r in rows})
+            return await mark_devices_changed(self.db, conn, {r[1] for r in rows})
 
     async def signatures_for(self, target_user_ids: list[str]) -> dict[tuple[str, str], list[tuple[str, str, str]]]:
         """(target_user, target_key_id) -> [(signer_user, signer_key_id, signature)]."""
@@ -274,7 +274,7 @@ class E2eKeyStore:
 
     async def mark_changed(self, user_ids: Iterable[str]) -> int:
         async with self.db.write() as conn:
-            return await mark_devices_changed(conn, user_ids)
+            return await mark_devices_changed(self.db, conn, user_ids)
 
     async def changed_users(self, after: int, upto: int, among: Iterable[str] | None = None) -> set[str]:
         query = select(device_list_changes.c.user_id).where(

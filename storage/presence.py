@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from storage.database import Database, upsert
+from storage.database import Database
 from storage.schema import presence
 from storage.streams import next_position
 
@@ -30,8 +30,10 @@ class PresenceStore:
         self.db = db
 
     async def put(self, user_id: str, state: str, status_msg: str | None, last_active_ts: int) -> PresenceRow:
-        async with self.db.write() as conn:
-            stream_id = await next_position(conn, "presence")
+        # Prebuilt statements: a user's first message or sync after a while writes here.
+        db = self.db
+        async with db.write_prebuilt() as conn:
+            stream_id = await next_position(db, conn, "presence")
             values = {
                 "user_id": user_id,
                 "state": state,
@@ -39,7 +41,7 @@ class PresenceStore:
                 "last_active_ts": last_active_ts,
                 "stream_id": stream_id,
             }
-            await upsert(conn, presence, values, ["user_id"])
+            await db.run(conn, db.upsert_statement(presence, tuple(values), ("user_id",)), values)
         return PresenceRow(user_id, state, status_msg, last_active_ts, stream_id)
 
     async def get(self, user_id: str) -> PresenceRow | None:

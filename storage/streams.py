@@ -7,22 +7,29 @@ lock is held until commit) commit in position order.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from typing import Any
 
-from storage.database import Connection, Database
+from sqlalchemy import bindparam, func, select, update
+
+from storage.database import Database
 from storage.schema import account_data, events, stream_positions
 
 STREAMS = ("receipts", "to_device", "presence", "device_lists")
 
+# Prebuilt for `Database.run`: receipts and presence take a position on every write.
+_NEXT_POSITION = (
+    update(stream_positions)
+    .where(stream_positions.c.stream == bindparam("stream"))
+    .values(position=stream_positions.c.position + 1)
+    .returning(stream_positions.c.position)
+)
 
-async def next_position(conn: Connection, stream: str) -> int:
-    result = await conn.execute(
-        update(stream_positions)
-        .where(stream_positions.c.stream == stream)
-        .values(position=stream_positions.c.position + 1)
-        .returning(stream_positions.c.position)
-    )
-    return int(result.scalar_one())
+
+async def next_position(db: Database, conn: Any, stream: str) -> int:
+    """The stream's next position, taken inside the transaction of `conn` (from
+    `db.write()` or `db.write_prebuilt()`)."""
+    rows = await db.run(conn, _NEXT_POSITION, {"stream": stream})
+    return int(rows[0][0])
 
 
 async def current_positions(db: Database) -> dict[str, int]:

@@ -23,13 +23,6 @@ class SyncQueries:
         async with self.db.read() as conn:
             return [_membership(row) for row in await conn.execute(query)]
 
-    async def joined_room_ids(self, user_id: str) -> list[str]:
-        query = select(room_memberships.c.room_id).where(
-            room_memberships.c.user_id == user_id, room_memberships.c.membership == "join"
-        )
-        async with self.db.read() as conn:
-            return [row[0] for row in await conn.execute(query)]
-
     async def rooms_with_events(self, room_ids: list[str], after: int, upto: int) -> set[str]:
         found: set[str] = set()
         for start in range(0, len(room_ids), 500):

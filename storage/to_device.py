@@ -42,7 +42,7 @@ class ToDeviceStore:
                 )
             if not messages:
                 return None
-            stream_id = await next_position(conn, "to_device")
+            stream_id = await next_position(self.db, conn, "to_device")
             rows = {
                 (user_id, device_id): json.dumps(message, separators=(",", ":"))
                 for user_id, device_id, message in messages

@@ -39,11 +39,20 @@ def _now() -> int:
 
 
 class Presence:
-    def __init__(self, enabled: bool, store: PresenceStore, queries: SyncQueries, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        store: PresenceStore,
+        queries: SyncQueries,
+        notifier: Notifier,
+        joined_rooms: Callable[[str], Awaitable[list[str]]],
+    ) -> None:
         self.enabled = enabled
         self.store = store
         self.queries = queries
         self.notifier = notifier
+        # The rooms a change wakes, from the sync cache (a query per write otherwise).
+        self.joined_rooms = joined_rooms
         self._rows: dict[str, PresenceRow] = {}
         self._syncing: dict[str, int] = {}
         self._last_sync: dict[str, int] = {}
@@ -84,7 +93,7 @@ class Presence:
         self._rows[user_id] = row
         self.notifier.advance("presence", row.stream_id)
         self.notifier.wake_users([user_id])
-        self.notifier.wake_rooms(await self.queries.joined_room_ids(user_id))
+        self.notifier.wake_rooms(await self.joined_rooms(user_id))
         if self.is_local(user_id):
             await self._push(row)
 

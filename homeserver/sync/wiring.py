@@ -35,7 +35,9 @@ def wire_sync(hs: HomeServer) -> None:
     hs.e2e_keys = E2eKeyStore(db)
     hs.key_backup = KeyBackupStore(db)
     hs.typing = Typing(hs.notifier)
-    hs.presence = Presence(hs.config.presence.enabled, PresenceStore(db), hs.sync_queries, hs.notifier)
+    hs.presence = Presence(
+        hs.config.presence.enabled, PresenceStore(db), hs.sync_queries, hs.notifier, hs.sync_cache.joined_room_ids
+    )
     hs.e2ee = E2eeService(hs)
     hs.sync = SyncService(hs)
     hs.room_events.listeners.append(hs.sync.on_event)
