@@ -56,7 +56,13 @@ async def send_and_deliver(
     into `rooms` rooms that all `users` users are in; `receivers` other users long-poll
     /sync. Timed: the send phase (throughput), each delivery (send request start ->
     the receiver's /sync response carrying it), the server's CPU seconds from the
-    first send until the last delivery."""
+    first send until the last delivery.
+
+    Before that, a warm-up: every sender sends one message at once and the receivers
+    get them all. Those are a freshly started server's first messages (its caches
+    of each room's members and push rules are cold, and each sender comes online),
+    reported on their own (`warmup_latency_*`) and not in the percentiles, which are
+    of the server under steady load."""
     async with Client(server.base_url) as client:
         people = await client.register_many(users)
         room_ids = [await client.create_room(people[0], name=f"bench room {i}") for i in range(rooms)]
@@ -70,9 +76,13 @@ async def send_and_deliver(
         send_done: dict[int, float] = {}
         seen: list[Counter[int]] = [Counter() for _ in receiving]
         arrivals: list[list[float]] = [[] for _ in receiving]
+        # Warm-up messages have negative bench IDs.
+        warmup_seen: list[Counter[int]] = [Counter() for _ in receiving]
+        warmup_arrivals: list[float] = []
         limited = 0
         sync_calls = 0
         all_seen = asyncio.Event()
+        warmed_up = asyncio.Event()
         stop = False
 
         tokens = [(await client.sync(u, sync_filter=RECEIVER_FILTER))["next_batch"] for u in receiving]
@@ -93,15 +103,33 @@ async def send_and_deliver(
                     limited += bool(timeline.get("limited"))
                     for event in timeline.get("events", []):
                         bench_id = event.get("content", {}).get("bench_id")
-                        if isinstance(bench_id, int):
+                        if isinstance(bench_id, int) and bench_id < 0:
+                            warmup_seen[index][bench_id] += 1
+                            if warmup_seen[index][bench_id] == 1:
+                                warmup_arrivals.append(now - sent_at[bench_id])
+                        elif isinstance(bench_id, int):
                             seen[index][bench_id] += 1
                             if seen[index][bench_id] == 1 and bench_id in sent_at:
                                 arrivals[index].append(now - sent_at[bench_id])
+                if all(len(c) >= senders for c in warmup_seen):
+                    warmed_up.set()
                 if all(len(c) >= messages for c in seen):
                     all_seen.set()
 
         receiver_tasks = [asyncio.create_task(receive(i, u)) for i, u in enumerate(receiving)]
         await asyncio.sleep(1.0)  # every receiver is waiting in /sync
+
+        async def warm_up(index: int, user: User) -> None:
+            bench_id = -1 - index
+            sent_at[bench_id] = time.monotonic()
+            await client.send(user, room_ids[index % rooms], {"msgtype": "m.text", "body": "warm-up", "bench_id": bench_id})
+
+        await asyncio.gather(*(warm_up(i, u) for i, u in enumerate(sending)))
+        try:
+            await asyncio.wait_for(warmed_up.wait(), 60)
+        except TimeoutError:
+            pass  # a lost warm-up message shows as a missing warm-up latency
+        await asyncio.sleep(0.5)
         per_sender = messages // senders
         cpu_before = server.cpu()
         started = time.monotonic()
@@ -130,7 +158,8 @@ async def send_and_deliver(
 
     total = per_sender * senders
     lost = sum(1 for c in seen for i in range(total) if c[i] == 0)
-    duplicated = sum(n - 1 for c in seen for n in c.values() if n > 1)
+    duplicated = sum(n - 1 for c in [*seen, *warmup_seen] for n in c.values() if n > 1)
+    warmup_ms = [s * 1000 for s in warmup_arrivals]
     latencies_ms = [s * 1000 for a in arrivals for s in a]
     send_ms = [(send_done[i] - sent_at[i]) * 1000 for i in send_done]
     return {
@@ -149,6 +178,8 @@ async def send_and_deliver(
         "latency_p95_ms": percentile(latencies_ms, 95),
         "latency_p99_ms": percentile(latencies_ms, 99),
         "latency_max_ms": max(latencies_ms) if latencies_ms else float("nan"),
+        "warmup_latency_p50_ms": percentile(warmup_ms, 50),
+        "warmup_latency_max_ms": max(warmup_ms) if warmup_ms else float("nan"),
         "deliveries": len(latencies_ms),
         "expected_deliveries": total * receivers,
         "lost": lost,
