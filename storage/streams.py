@@ -19,7 +19,7 @@ STREAMS = ("receipts", "to_device", "presence", "device_lists")
 # Prebuilt for `Database.run`: receipts and presence take a position on every write.
 _NEXT_POSITION = (
     update(stream_positions)
-    .where(stream_positions.c.stream == bindparam("stream"))
+    .where(stream_positions.c.stream == bindparam("stream_name"))
     .values(position=stream_positions.c.position + 1)
     .returning(stream_positions.c.position)
 )
@@ -28,7 +28,7 @@ _NEXT_POSITION = (
 async def next_position(db: Database, conn: Any, stream: str) -> int:
     """The stream's next position, taken inside the transaction of `conn` (from
     `db.write()` or `db.write_prebuilt()`)."""
-    rows = await db.run(conn, _NEXT_POSITION, {"stream": stream})
+    rows = await db.run(conn, _NEXT_POSITION, {"stream_name": stream})
     return int(rows[0][0])
 
 
