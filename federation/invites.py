@@ -123,7 +123,7 @@ async def receive_invite(request: Request) -> Response:
     existing = await hs.events.get_event(event_id)
     if existing is None:
         stored = await hs.events.store_remote_invite(room_id, event_id, stored_pdu, invitee)
-        await hs.room_events.notify(stored)
+        await hs.room_events.announce(stored)
     return json_response({"event": federation_pdu_of(signed)})
 
 

@@ -60,7 +60,7 @@ class RemoteKnocker:
                     "knock_room_state": [s for s in room_state if _is_stripped_event(s)]
                 }
             stored = await hs.events.store_outlier_membership(room_id, event_id, stored_pdu)
-            await hs.room_events.notify(stored)
+            await hs.room_events.announce(stored)
             return
         raise MatrixError(502, "M_UNKNOWN", "Could not knock on the room: " + "; ".join(errors))
 

@@ -55,7 +55,7 @@ class RemoteLeaver:
                 errors.append(f"{server}: {exc.error}")
                 continue
             stored = await hs.events.store_outlier_membership(room_id, event_id, pdu)
-            await hs.room_events.notify(stored)
+            await hs.room_events.announce(stored)
             return
         raise MatrixError(502, "M_UNKNOWN", "Could not leave the room through any server: " + "; ".join(errors))
 

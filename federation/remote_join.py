@@ -186,4 +186,4 @@ class RemoteJoiner:
                 int(time.time() * 1000),
             )
             room_events.forget_head(room_id)
-        await room_events.notify(StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False))
+        await room_events.announce(StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False))

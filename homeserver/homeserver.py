@@ -150,6 +150,7 @@ class HomeServer:
         self.signing_key = load_signing_key(key_file)
         version = await migrate(self.db)
         logger.info("Database ready (%s, schema version %d)", self.db.dialect, version)
+        await self.events.load_positions()
         await start_sync(self)
         await start_push_delivery(self)
 

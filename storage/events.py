@@ -9,6 +9,7 @@ and the redaction it applies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,7 @@ import orjson
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 
 from storage.database import Database, upsert
+from storage.event_positions import EventPositions
 from storage.schema import (
     current_state,
     event_auth,
@@ -114,13 +116,31 @@ class EventStore:
     def __init__(self, db: Database, state: StateStore) -> None:
         self.db = db
         self.state = state
+        # Every insert into `events` takes its stream position from here (see
+        # storage/event_positions.py); `load_positions` before the first.
+        self.positions = EventPositions()
         # Events are immutable once stored, but for redacted_by, which this process
         # updates through `persist` and so keeps in step.
         self._cache: OrderedDict[str, StoredEvent] = OrderedDict()
 
     # --- writing -------------------------------------------------------------------
 
+    async def load_positions(self) -> None:
+        async with self.db.read() as conn:
+            highest = (await conn.execute(select(func.max(events.c.stream_ordering)))).scalar()
+        self.positions.load(int(highest or 0))
+
     async def persist(self, new: NewEvent, now_ms: int) -> PersistResult:
+        """Store an event of the room's graph. Its position stays open for the caller
+        to announce the event (`RoomEvents.announce`) or give it up
+        (`positions.finish`); a soft-failed event's is finished here."""
+        with self.positions.taken() as position:
+            result = await self._persist(new, now_ms, position)
+        if new.soft_failed:
+            self.positions.finish(position)  # never announced
+        return result
+
+    async def _persist(self, new: NewEvent, now_ms: int, stream_ordering: int) -> PersistResult:
         pdu = new.pdu
         state_key = pdu.get("state_key")
         db = self.db
@@ -142,8 +162,7 @@ class EventStore:
             # A soft-failed event (see NewEvent.soft_failed) is an outlier with edges and
             # a state group, but touches no extremity, current state or membership.
             soft = new.soft_failed
-            rows = await db.run(conn, _INSERT_EVENT, _event_row(new.event_id, new.room_id, pdu, outlier=soft))
-            stream_ordering = int(rows[0][0])
+            await db.run(conn, _INSERT_EVENT, _event_row(new.event_id, new.room_id, pdu, outlier=soft, stream_ordering=stream_ordering))
             prev_ids = list(pdu.get("prev_events", []))
             if prev_ids:
                 await db.run(conn, _INSERT_EDGE, [{"event_id": new.event_id, "prev_event_id": p} for p in prev_ids])
@@ -246,46 +265,53 @@ class EventStore:
         new = {event_id: pdu for event_id, pdu in pdus.items() if event_id not in known}
         if not new:
             return
-        async with self.db.write() as conn:
-            for event_id, pdu in new.items():
-                await conn.execute(insert(events).values(_event_row(event_id, room_id, pdu, outlier=True)))
-                auth_ids = list(pdu.get("auth_events", []))
-                if auth_ids:
-                    await conn.execute(insert(event_auth), [{"event_id": event_id, "auth_id": a} for a in auth_ids])
+        # Never announced: their positions are finished when the transaction ends.
+        positions = [self.positions.take() for _ in new]
+        try:
+            async with self.db.write() as conn:
+                for (event_id, pdu), position in zip(new.items(), positions, strict=True):
+                    await conn.execute(
+                        insert(events).values(_event_row(event_id, room_id, pdu, outlier=True, stream_ordering=position))
+                    )
+                    auth_ids = list(pdu.get("auth_events", []))
+                    if auth_ids:
+                        await conn.execute(insert(event_auth), [{"event_id": event_id, "auth_id": a} for a in auth_ids])
+        finally:
+            for position in positions:
+                self.positions.finish(position)
 
     async def store_remote_invite(self, room_id: str, event_id: str, pdu: dict[str, Any], invitee: str) -> StoredEvent:
         """An invite into a room we are not in: kept as an outlier, with the invitee's
-        membership row pointing at it so the invite shows up for them."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                insert(events)
-                .values(_event_row(event_id, room_id, pdu, outlier=True))
-                .returning(events.c.stream_ordering)
-            )
-            stream_ordering = int(result.scalar_one())
-            await upsert(
-                conn, room_memberships, _membership_row(room_id, event_id, pdu, stream_ordering), ["room_id", "user_id"]
-            )
+        membership row pointing at it so the invite shows up for them. Its position
+        stays open for the caller to announce it (as `persist`)."""
+        with self.positions.taken() as stream_ordering:
+            async with self.db.write() as conn:
+                await conn.execute(
+                    insert(events).values(_event_row(event_id, room_id, pdu, outlier=True, stream_ordering=stream_ordering))
+                )
+                await upsert(
+                    conn, room_memberships, _membership_row(room_id, event_id, pdu, stream_ordering), ["room_id", "user_id"]
+                )
         return StoredEvent(event_id, room_id, stream_ordering, pdu, None, None, True)
 
     async def store_outlier_membership(self, room_id: str, event_id: str, pdu: dict[str, Any]) -> StoredEvent:
         """A member event of a room we are not in (a leave rejecting a remote invite,
         a knock on a remote room): an outlier the member's membership row points at.
-        An existing outlier row of the same event is reused."""
+        An existing outlier row of the same event is reused. A new row's position
+        stays open for the caller to announce it (as `persist`)."""
         existing = await self.get_event(event_id)
-        async with self.db.write() as conn:
-            if existing is None:
-                result = await conn.execute(
-                    insert(events)
-                    .values(_event_row(event_id, room_id, pdu, outlier=True))
-                    .returning(events.c.stream_ordering)
+        position = self.positions.taken() if existing is None else contextlib.nullcontext(existing.stream_ordering)
+        with position as stream_ordering:
+            async with self.db.write() as conn:
+                if existing is None:
+                    await conn.execute(
+                        insert(events).values(
+                            _event_row(event_id, room_id, pdu, outlier=True, stream_ordering=stream_ordering)
+                        )
+                    )
+                await upsert(
+                    conn, room_memberships, _membership_row(room_id, event_id, pdu, stream_ordering), ["room_id", "user_id"]
                 )
-                stream_ordering = int(result.scalar_one())
-            else:
-                stream_ordering = existing.stream_ordering
-            await upsert(
-                conn, room_memberships, _membership_row(room_id, event_id, pdu, stream_ordering), ["room_id", "user_id"]
-            )
         return StoredEvent(event_id, room_id, stream_ordering, pdu, None, None, True)
 
     async def min_stream_ordering(self) -> int:
@@ -319,8 +345,8 @@ class EventStore:
         """Store history older than anything the room holds, oldest first in `backfilled`.
 
         Each event gets an explicit stream_ordering below the smallest in the database
-        (negative ones, decreasing into the past; both SQLite's AUTOINCREMENT and
-        PostgreSQL's BIGSERIAL take explicit values without moving their sequence), so
+        (negative ones, decreasing into the past, while new events take theirs upwards
+        from the largest: storage/event_positions.py), so
         /messages sorts them before everything we have and /sync, which reads forward
         from a position, never sees them. Events we held as outliers (state and auth
         chain from the join) are moved into the timeline. Neither current state nor
@@ -337,7 +363,7 @@ class EventStore:
             # The newest gets lowest - 1, the oldest the smallest value.
             position = lowest - len(backfilled)
             for item in backfilled:
-                row = _event_row(item.event_id, room_id, item.pdu, outlier=False)
+                row = _event_row(item.event_id, room_id, item.pdu, outlier=False, stream_ordering=position)
                 row["rejected_reason"] = item.rejected_reason
                 if item.event_id in known:
                     await conn.execute(
@@ -346,7 +372,7 @@ class EventStore:
                         .values(stream_ordering=position, outlier=False, rejected_reason=item.rejected_reason)
                     )
                 else:
-                    await conn.execute(insert(events).values(stream_ordering=position, **row))
+                    await conn.execute(insert(events).values(row))
                     auth_ids = list(item.pdu.get("auth_events", []))
                     if auth_ids:
                         await conn.execute(
@@ -630,9 +656,10 @@ class EventStore:
             return [(row.relates_to_id, int(row.latest)) for row in await conn.execute(query)]
 
 
-def _event_row(event_id: str, room_id: str, pdu: Mapping[str, Any], *, outlier: bool) -> dict[str, Any]:
+def _event_row(event_id: str, room_id: str, pdu: Mapping[str, Any], *, outlier: bool, stream_ordering: int) -> dict[str, Any]:
     """The `events` row of a PDU."""
     return {
+        "stream_ordering": stream_ordering,
         "event_id": event_id,
         "room_id": room_id,
         "depth": pdu.get("depth", 0),
@@ -697,8 +724,9 @@ def _prebuilt_insert(table: Any, *columns: str) -> Any:
 
 _INSERT_EVENT = _prebuilt_insert(
     events,
-    "event_id", "room_id", "depth", "type", "state_key", "sender", "origin_server_ts", "outlier", "rejected_reason", "redacted_by", "json",
-).returning(events.c.stream_ordering)  # fmt: skip
+    "stream_ordering", "event_id", "room_id", "depth", "type", "state_key", "sender", "origin_server_ts", "outlier",
+    "rejected_reason", "redacted_by", "json",
+)  # fmt: skip
 _INSERT_EDGE = _prebuilt_insert(event_edges, "event_id", "prev_event_id")
 _INSERT_AUTH = _prebuilt_insert(event_auth, "event_id", "auth_id")
 _INSERT_EXTREMITY = _prebuilt_insert(room_forward_extremities, "room_id", "event_id")

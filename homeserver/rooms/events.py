@@ -69,14 +69,13 @@ class RoomEvents:
         self.events = events
         self._heads: dict[str, RoomHead] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Listeners see events in stream order, across all rooms (announce waits for
+        # the events before it): the federation outbox relies on it within a room
+        # (a peer given event N+1 before N would have to fetch N as a gap), and the
+        # sync notifier across rooms (it advances one room position to the highest
+        # announced; announcing N+1 of one room while N of another waits would hand
+        # out tokens past N before N is in the sync cache: N is lost).
         self.listeners: list[Listener] = []
-        # Done when the latest event has been announced. Listeners see events in
-        # stream order, across all rooms: the federation outbox relies on it
-        # within a room (a peer given event N+1 before N would have to fetch N as a
-        # gap), and the sync notifier across rooms (it advances one room position to
-        # the highest announced; announcing N+1 of one room while N of another waits
-        # would hand out tokens past N before N is in the sync cache: N is lost).
-        self._announced: asyncio.Future[None] | None = None
 
     def lock(self, room_id: str) -> asyncio.Lock:
         lock = self._locks.get(room_id)
@@ -181,9 +180,8 @@ class RoomEvents:
                     now_ms,
                 )
                 self._heads[room_id] = RoomHead(room_version, event_id, dict(state), result.state_group, [(event_id, 1)])
-                turn = self.queue_announcement()
             stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
-            await self.announce(stored, turn)
+            await self.announce(stored)
             return room_id, stored
         raise MatrixError(503, "M_UNKNOWN", "Could not find a free room ID; try again")
 
@@ -279,32 +277,21 @@ class RoomEvents:
             head.state_ids = dict(state_after)
             head.state_group = result.state_group
             head.extremities = [(event_id, pdu["depth"])]
-            turn = self.queue_announcement()
         stored = StoredEvent(event_id, room_id, result.stream_ordering, pdu, None, None, False)
-        await self.announce(stored, turn)
+        await self.announce(stored)
         return stored
 
-    def queue_announcement(self) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
-        """Take the next place in announcement order. Called right after persist
-        returns, before anything can yield, so persist's commit order (= stream order
-        on SQLite, where commits are serialised) is announcement order."""
-        previous = self._announced
-        announced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._announced = announced
-        return previous, announced
-
-    async def announce(self, event: StoredEvent, turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> None:
-        """Run the listeners for `event` once every event queued before it has had them."""
-        previous, announced = turn
+    async def announce(self, event: StoredEvent) -> None:
+        """Run the listeners for `event`, just stored by `EventStore.persist` (or one
+        of the outlier inserts), once every event stored before it has had them or
+        been released; its position is finished after."""
+        positions = self.events.positions
         try:
-            if previous is not None:
-                await asyncio.shield(previous)
+            await positions.wait_for_earlier(event.stream_ordering)
             for listener in self.listeners:
                 await listener(event)
         finally:
-            announced.set_result(None)
-            if self._announced is announced:
-                self._announced = None
+            positions.finish(event.stream_ordering)
 
     async def _redaction_target(
         self, head: RoomHead, room_id: str, pdu: dict[str, Any], redacts: str | None
@@ -325,27 +312,10 @@ class RoomEvents:
                 raise forbidden("You may not redact other users' events without the redact power level")
         return redacts
 
-    def release(self, turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]]) -> None:
-        """Give up a place in the queue without announcing (the caller failed after
-        persisting): the events after it still wait for the ones before it."""
-        previous, announced = turn
-
-        def done(_: object = None) -> None:
-            announced.set_result(None)
-            if self._announced is announced:
-                self._announced = None
-
-        if previous is None or previous.done():
-            done()
-        else:
-            previous.add_done_callback(done)
-
-    async def notify(self, event: StoredEvent) -> None:
-        """Announce an event its caller has just persisted, with nothing awaited in
-        between (so that its place in the queue is its commit order). Callers with
-        more to do after persisting take `queue_announcement()` right after it and
-        `announce()` later."""
-        await self.announce(event, self.queue_announcement())
+    def release(self, event_position: int) -> None:
+        """Give up announcing an event the caller has stored (it failed after
+        persisting): the events after it go out without it."""
+        self.events.positions.finish(event_position)
 
 
 def _relation(content: dict[str, Any]) -> tuple[str, str] | None:

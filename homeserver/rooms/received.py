@@ -171,7 +171,6 @@ class ReceivedEvents:
             )
             if soft_failed:
                 return StoredEvent(event_id, room_id, result.stream_ordering, stored_pdu, None, None, True)
-            turn = room_events.queue_announcement()  # before anything else can commit
             head.state_ids = dict(new_head_state)
             head.extremities = [e for e in head.extremities if e[0] not in prev_ids] + [(event_id, int(pdu["depth"]))]
             if builds_on_all_tips:
@@ -181,10 +180,10 @@ class ReceivedEvents:
                     head.state_group = await self.events.store_state_snapshot(room_id, new_head_state)
                 except BaseException:
                     room_events.forget_head(room_id)  # re-read from the database next time
-                    room_events.release(turn)
+                    room_events.release(result.stream_ordering)
                     raise
         stored = StoredEvent(event_id, room_id, result.stream_ordering, stored_pdu, None, None, False)
-        await room_events.announce(stored, turn)
+        await room_events.announce(stored)
         return stored
 
     async def _check_against(self, head: RoomHead, state_ids: dict[StateKey, str], pdu: dict[str, Any], what: str) -> None:
