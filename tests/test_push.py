@@ -479,6 +479,40 @@ def test_receipt_wakes_a_waiting_sync_with_new_counts(server: ServerProcess, new
     assert room["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
 
 
+def test_reading_on_another_device_updates_the_badge(server: ServerProcess, new_user: Callable[..., User], gateway: Gateway) -> None:
+    alice, bob = new_user(), new_user()
+    room_id = shared_room(alice, bob)
+    set_pusher(bob, gateway.url)  # bob's phone
+    send(alice, room_id, "one")
+    last = send(alice, room_id, "two")
+    assert gateway.wait_for(2)[1]["counts"] == {"unread": 2}
+
+    # bob reads on his desktop, a session of its own.
+    with Api(server.base_url) as api:
+        login = api.post(
+            f"{V3}/login",
+            json={"type": "m.login.password", "identifier": {"type": "m.id.user", "user": bob.user_id}, "password": bob.password},
+        ).json()
+    with Api(server.base_url, login["access_token"]) as desktop:
+        assert desktop.post(f"{V3}/rooms/{room_id}/receipt/m.read/{last}", json={}).status_code == 200
+        badge = gateway.wait_for(3)[2]
+        # Counts only, about no event; zero is sent, as that is what clears a badge.
+        assert badge == {
+            "counts": {"unread": 0},
+            "devices": [badge["devices"][0]],
+            "prio": "low",
+        }
+        assert badge["devices"][0]["pushkey"] == "key1" and "url" not in badge["devices"][0]["data"]
+        # A receipt that changes no count sends nothing.
+        assert desktop.post(f"{V3}/rooms/{room_id}/receipt/m.read/{last}", json={}).status_code == 200
+        time.sleep(0.5)
+        assert len(gateway.notifications()) == 3
+
+    # The next message counts from zero again.
+    send(alice, room_id, "three")
+    assert gateway.wait_for(4)[3]["counts"] == {"unread": 1}
+
+
 def test_thread_counts(new_user: Callable[..., User]) -> None:
     alice, bob = new_user(), new_user()
     room_id = shared_room(alice, bob)

@@ -76,6 +76,7 @@ class PushActions:
         """A read receipt was stored: recount the user's unread counts in the room."""
         if receipt_type in READ_RECEIPT_TYPES and self.hs.is_local_user(user_id):
             await self.store.recount(user_id, room_id, thread_id)
+            self.hs.pusher.counts_changed(user_id)
 
     async def on_event(self, event: StoredEvent) -> None:
         if event.outlier or event.rejected_reason:

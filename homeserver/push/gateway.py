@@ -127,20 +127,19 @@ class PusherService:
             for key in self._by_user.get(row.user_id, ()):
                 self._workers[key].offer(row)
 
+    def counts_changed(self, user_id: str) -> None:
+        """The user's unread counts may have dropped (they read something, perhaps on
+        another device): their pushers send the new badge if it changed."""
+        for key in self._by_user.get(user_id, ()):
+            self._workers[key].offer_badge()
+
     # --- one delivery ----------------------------------------------------------------
 
     async def notification(self, pusher: Pusher, row: ActionRow, unread: int) -> dict[str, Any]:
         """The body of POST /_matrix/push/v1/notify for one action row; `unread` is
         the user's badge count."""
         hs = self.hs
-        data = {k: v for k, v in pusher.data.items() if k != "url"}
-        device = {
-            "app_id": pusher.app_id,
-            "pushkey": pusher.pushkey,
-            "pushkey_ts": pusher.pushkey_ts,
-            "data": data,
-            "tweaks": tweaks(row.actions),
-        }
+        device = {**_device(pusher), "tweaks": tweaks(row.actions)}
         counts = {"unread": unread} if unread else {}
         event = await hs.events.get_event(row.event_id)
         high = is_highlight(row.actions) or "sound" in device["tweaks"]
@@ -172,6 +171,12 @@ class PusherService:
         if alias is not None and isinstance(alias.content.get("alias"), str):
             notification["room_alias"] = alias.content["alias"]
         return {"notification": notification}
+
+    def badge(self, pusher: Pusher, unread: int) -> dict[str, Any]:
+        """A notification of new counts only, about no event (the push gateway API
+        allows leaving the event out): the phone's badge follows reading elsewhere.
+        A count of zero is sent, as that is what clears the badge."""
+        return {"notification": {"counts": {"unread": unread}, "devices": [_device(pusher)], "prio": "low"}}
 
     async def post(self, pusher: Pusher, body: dict[str, Any]) -> str:
         """'ok', 'retry', 'drop' (this notification) or 'rejected' (the pusher)."""
@@ -229,6 +234,8 @@ class _Worker:
         self._persisted_at = 0.0
         self._live: deque[ActionRow] = deque()
         self._behind = True  # catch up with what arrived while nobody was delivering
+        self._badge_due = False
+        self._badge_sent: int | None = None  # the count the gateway last had from us
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -246,6 +253,10 @@ class _Worker:
             self._behind = True  # far behind (a gateway down): read from the database
         else:
             self._live.append(row)
+        self._wake.set()
+
+    def offer_badge(self) -> None:
+        self._badge_due = True
         self._wake.set()
 
     async def _next_batch(self) -> list[ActionRow]:
@@ -295,7 +306,10 @@ class _Worker:
                         if not await self._deliver(row, badge):
                             return
                         self.position = row.stream_ordering
+                        self._badge_sent = badge
                     await self.persist_position()
+                if self._badge_due and not await self._update_badge():
+                    return
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -314,13 +328,44 @@ class _Worker:
             if outcome in ("ok", "drop"):
                 return True
             if outcome == "rejected":
-                logger.info("Push gateway rejected pushkey of %s: removing the pusher", self.pusher.user_id)
-                await service.store.delete(self.pusher.user_id, self.pusher.app_id, self.pusher.pushkey)
-                if service._workers.get(self.pusher.key) is self:
-                    service._stop_worker(self.pusher.key)  # cancels this task, after this return
+                await self._remove()
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _update_badge(self) -> bool:
+        """Send the badge count if it changed since the gateway last had one: once,
+        without retries (the next notification carries the count anyway); False:
+        the pusher is gone."""
+        self._badge_due = False
+        service = self.service
+        badge = await service.hs.push_actions.store.badge_count(self.pusher.user_id)
+        if badge == self._badge_sent:
+            return True
+        outcome = await service.post(self.pusher, service.badge(self.pusher, badge))
+        if outcome == "rejected":
+            await self._remove()
+            return False
+        if outcome == "ok":
+            self._badge_sent = badge
+        return True
+
+    async def _remove(self) -> None:
+        service = self.service
+        logger.info("Push gateway rejected pushkey of %s: removing the pusher", self.pusher.user_id)
+        await service.store.delete(self.pusher.user_id, self.pusher.app_id, self.pusher.pushkey)
+        if service._workers.get(self.pusher.key) is self:
+            service._stop_worker(self.pusher.key)  # cancels this task, after its caller returns
+
+
+def _device(pusher: Pusher) -> dict[str, Any]:
+    """The pusher as a notification's `devices` entry (its data without the url)."""
+    return {
+        "app_id": pusher.app_id,
+        "pushkey": pusher.pushkey,
+        "pushkey_ts": pusher.pushkey_ts,
+        "data": {k: v for k, v in pusher.data.items() if k != "url"},
+    }
 
 
 def _literal_address_blocked(url: str, ip_filter: IPRangeFilter) -> bool:
