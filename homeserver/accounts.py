@@ -39,6 +39,8 @@ class Accounts:
         # Set by the room side: take a user out of every room (and invite, and knock)
         # before the account is locked, so its rooms see it go.
         self.leave_all_rooms: Callable[[str], Awaitable[None]] | None = None
+        # Caches of the private data deactivation deletes, dropped after it.
+        self.deactivated_listeners: list[Callable[[str], None]] = []
 
     def check_localpart(self, localpart: str) -> str:
         """The user ID for a wanted localpart, or M_INVALID_USERNAME."""
@@ -130,11 +132,16 @@ class Accounts:
             await self.devices.delete_other_devices(user_id, keep_device_id)
 
     async def deactivate(self, user_id: str, *, erase: bool = False) -> None:
-        """The user's own deactivation and an operator's alike: leave every room, then
-        lock the account."""
+        """The user's own deactivation and an operator's alike: leave every room,
+        delete every device, then lock the account and delete its private data."""
         if self.leave_all_rooms is not None:
             await self.leave_all_rooms(user_id)
+        # Through the device store, so that the devices' keys, to-device messages and
+        # pushers go with them and other servers hear of it.
+        await self.devices.delete_other_devices(user_id, None)
         await self.accounts.deactivate(user_id, erase=erase)
+        for listener in self.deactivated_listeners:
+            listener(user_id)
 
 
 # An Argon2 hash of a random string, used to spend the same time on unknown users.

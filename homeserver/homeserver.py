@@ -73,6 +73,11 @@ class HomeServer:
         # Before wire_sync: push counts are written before the sync listener wakes anyone.
         wire_push_delivery(self)
         wire_sync(self)
+        self.account_service.deactivated_listeners += [
+            self.push_rules.forget,
+            self.push_actions.forget,
+            self.sync_cache.account_data_changed,
+        ]
         self.federation: Any = None
         if config.federation.enabled:
             # Imported only when enabled: with federation off, federation/ stays unloaded.

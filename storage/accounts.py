@@ -10,7 +10,46 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.database import Database
 from storage.devices import NewDevice, insert_device
-from storage.schema import access_tokens, devices, users
+from storage.schema import (
+    access_tokens,
+    account_data,
+    devices,
+    e2e_cross_signing_keys,
+    e2e_device_keys,
+    e2e_fallback_keys,
+    e2e_one_time_keys,
+    event_push_summary,
+    push_own_events,
+    push_rule_defaults,
+    push_rules,
+    room_key_backup_keys,
+    room_key_backup_versions,
+    to_device_messages,
+    to_device_txns,
+    users,
+)
+
+# What a deactivated account keeps no more: its sessions and devices, and its private
+# data (as Synapse purges it): account data, push rules, end-to-end keys and key
+# backups, undelivered to-device messages, unread counts. Its events, receipts and
+# media stay; filters too (their IDs are never reused).
+_PRIVATE_TABLES = (
+    access_tokens,
+    devices,
+    account_data,
+    push_rules,
+    push_rule_defaults,
+    e2e_device_keys,
+    e2e_one_time_keys,
+    e2e_fallback_keys,
+    e2e_cross_signing_keys,
+    room_key_backup_keys,
+    room_key_backup_versions,
+    to_device_messages,
+    to_device_txns,
+    event_push_summary,
+    push_own_events,
+)
 
 
 @dataclass(frozen=True)
@@ -99,12 +138,13 @@ class AccountStore:
             await conn.execute(update(users).where(users.c.user_id == user_id).values({field: value}))
 
     async def deactivate(self, user_id: str, *, erase: bool = False) -> None:
-        """Lock the account for good: no password, no devices, no tokens."""
+        """Lock the account for good: no password, no devices, no tokens, none of its
+        private data (`_PRIVATE_TABLES`)."""
         values: dict[str, object] = {"deactivated": True, "password_hash": None}
         if erase:
             values.update(displayname=None, avatar_url=None)
         async with self.db.write() as conn:
-            await conn.execute(delete(access_tokens).where(access_tokens.c.user_id == user_id))
-            await conn.execute(delete(devices).where(devices.c.user_id == user_id))
+            for table in _PRIVATE_TABLES:
+                await conn.execute(delete(table).where(table.c.user_id == user_id))
             await conn.execute(update(users).where(users.c.user_id == user_id).values(values))
         self._changed(user_id)

@@ -306,9 +306,13 @@ class PushRuleStore(Generic[Compiled]):
             )
         await self._changed(user_id)
 
-    async def _changed(self, user_id: str) -> None:
+    def forget(self, user_id: str) -> None:
+        """Drop the user's cached rules (their rows were changed behind this store)."""
         self._generation += 1
         self._rows.pop(user_id, None)
         self._compiled.pop(user_id, None)
+
+    async def _changed(self, user_id: str) -> None:
+        self.forget(user_id)
         for listener in self.listeners:
             await listener(user_id)

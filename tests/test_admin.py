@@ -201,6 +201,37 @@ def test_deactivate_with_erase_leaves_rooms(admin: User, new_user: Any) -> None:
     expect_error(admin.api.post(f"{A1}/deactivate/{q(victim.user_id)}", json={"erase": "yes"}), 400, "M_BAD_JSON")
 
 
+def test_deactivation_deletes_the_accounts_private_data(admin: User, new_user: Any, server: ServerProcess) -> None:
+    from tests.test_e2ee import device_keys, otk
+
+    alice, bob = new_user(), new_user()
+    assert alice.api.put(f"{V3}/pushrules/global/content/lunch", json={"pattern": "lunch", "actions": ["notify"]}).status_code == 200
+    secret = f"{V3}/user/{q(alice.user_id)}/account_data/org.example.secret"
+    assert alice.api.put(secret, json={"diary": "private"}).status_code == 200
+    keys = {"device_keys": device_keys(alice), "one_time_keys": otk(2)}
+    assert alice.api.post(f"{V3}/keys/upload", json=keys).status_code == 200
+    backup = {"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "abc"}}
+    assert alice.api.post(f"{V3}/room_keys/version", json=backup).status_code == 200
+    query = {"device_keys": {alice.user_id: []}}
+    assert alice.device_id in bob.api.post(f"{V3}/keys/query", json=query).json()["device_keys"][alice.user_id]
+
+    assert admin.api.post(f"{A1}/deactivate/{q(alice.user_id)}", json={}).status_code == 200
+    assert bob.api.post(f"{V3}/keys/query", json=query).json()["device_keys"].get(alice.user_id, {}) == {}
+
+    # Reactivated by the operator, the account starts afresh.
+    back = admin.api.put(f"{A2}/users/{q(alice.user_id)}", json={"deactivated": False, "password": "fresh start"})
+    assert back.status_code == 200, back.text
+    login = Api(server.base_url).post(
+        f"{V3}/login", json={"type": "m.login.password", "user": alice.user_id, "password": "fresh start"}
+    )
+    again = Api(server.base_url, login.json()["access_token"])
+    expect_error(again.get(f"{V3}/pushrules/global/content/lunch"), 404, "M_NOT_FOUND")
+    expect_error(again.get(secret), 404, "M_NOT_FOUND")
+    expect_error(again.get(f"{V3}/room_keys/version"), 404, "M_NOT_FOUND")
+    devices = again.get(f"{V3}/devices").json()["devices"]
+    assert [d["device_id"] for d in devices] == [login.json()["device_id"]]
+
+
 def test_reset_password(admin: User, new_user: Any, server: ServerProcess) -> None:
     target = new_user()
     response = admin.api.post(f"{A1}/reset_password/{q(target.user_id)}", json={"new_password": "brand new"})

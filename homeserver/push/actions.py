@@ -69,6 +69,10 @@ class PushActions:
     # --- listeners -------------------------------------------------------------------
 
     async def on_account_data(self, user_id: str, _position: int) -> None:
+        self.forget(user_id)
+
+    def forget(self, user_id: str) -> None:
+        """Drop the user's cached ignore list."""
         self._ignored_version[user_id] = self._ignored_version.get(user_id, 0) + 1
         self._ignored.pop(user_id, None)
 
