@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from storage.database import Database
 from storage.schema import presence
-from storage.streams import next_position
+from storage.streams import upsert_at_next_position
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,8 @@ class PresenceStore:
         self.db = db
 
     async def put(self, user_id: str, state: str, status_msg: str | None, last_active_ts: int) -> PresenceRow:
-        # Prebuilt statements: a user's first message or sync after a while writes here.
-        db = self.db
-        async with db.write_prebuilt() as conn:
-            stream_id = await next_position(db, conn, "presence")
-            values = {
-                "user_id": user_id,
-                "state": state,
-                "status_msg": status_msg,
-                "last_active_ts": last_active_ts,
-                "stream_id": stream_id,
-            }
-            await db.run(conn, db.upsert_statement(presence, tuple(values), ("user_id",)), values)
+        values = {"user_id": user_id, "state": state, "status_msg": status_msg, "last_active_ts": last_active_ts}
+        stream_id = await upsert_at_next_position(self.db, "presence", presence, values, ("user_id",))
         return PresenceRow(user_id, state, status_msg, last_active_ts, stream_id)
 
     async def get(self, user_id: str) -> PresenceRow | None:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from storage.database import Database
 from storage.schema import events, receipts
-from storage.streams import next_position
+from storage.streams import upsert_at_next_position
 
 UNTHREADED = ""
 _RECEIPT_KEY = ("room_id", "receipt_type", "user_id", "thread_id")
@@ -40,21 +40,15 @@ class ReceiptStore:
     async def put(
         self, room_id: str, receipt_type: str, user_id: str, thread_id: str, event_id: str, data: dict[str, Any]
     ) -> int:
-        # Prebuilt statements: clients send a receipt for nearly every message read.
-        db = self.db
-        async with db.write_prebuilt() as conn:
-            stream_id = await next_position(db, conn, "receipts")
-            values = {
-                "room_id": room_id,
-                "receipt_type": receipt_type,
-                "user_id": user_id,
-                "thread_id": thread_id,
-                "event_id": event_id,
-                "data": json.dumps(data),
-                "stream_id": stream_id,
-            }
-            await db.run(conn, db.upsert_statement(receipts, tuple(values), _RECEIPT_KEY), values)
-        return stream_id
+        values = {
+            "room_id": room_id,
+            "receipt_type": receipt_type,
+            "user_id": user_id,
+            "thread_id": thread_id,
+            "event_id": event_id,
+            "data": json.dumps(data),
+        }
+        return await upsert_at_next_position(self.db, "receipts", receipts, values, _RECEIPT_KEY)
 
     async def get(self, room_id: str, receipt_type: str, user_id: str, thread_id: str = UNTHREADED) -> Receipt | None:
         query = select(receipts).where(

@@ -32,6 +32,19 @@ async def next_position(db: Database, conn: Any, stream: str) -> int:
     return int(rows[0][0])
 
 
+async def upsert_at_next_position(
+    db: Database, stream: str, table: Any, values: dict[str, Any], key_columns: tuple[str, ...]
+) -> int:
+    """Insert or replace (by `key_columns`) the row `values` with its `stream_id` the
+    stream's next position, in one transaction of prebuilt statements; returns the
+    position. Receipts and presence write this way, often."""
+    async with db.write_prebuilt() as conn:
+        position = await next_position(db, conn, stream)
+        row = {**values, "stream_id": position}
+        await db.run(conn, db.upsert_statement(table, tuple(row), key_columns), row)
+    return position
+
+
 async def current_positions(db: Database) -> dict[str, int]:
     """Every stream's newest position, including room events and account data."""
     async with db.read() as conn:
