@@ -28,6 +28,7 @@ from storage.schema import (
     state_groups,
     users,
 )
+from storage.streams import keep_event_high_water
 
 # State of a room that the admin room list shows, by event type -> content key.
 SUMMARY_STATE = {
@@ -223,6 +224,7 @@ class AdminStore:
                     continue
                 if "room_id" in table.c:
                     await conn.execute(delete(table).where(table.c.room_id == room_id))
+            await keep_event_high_water(conn)
             await conn.execute(delete(events).where(events.c.room_id == room_id))
             await conn.execute(delete(rooms).where(rooms.c.room_id == room_id))
 

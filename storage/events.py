@@ -34,6 +34,7 @@ from storage.schema import (
     rooms,
 )
 from storage.state import StateKey, StateStore
+from storage.streams import highest_event_position
 
 _CACHE_SIZE = 50_000
 
@@ -127,8 +128,7 @@ class EventStore:
 
     async def load_positions(self) -> None:
         async with self.db.read() as conn:
-            highest = (await conn.execute(select(func.max(events.c.stream_ordering)))).scalar()
-        self.positions.load(int(highest or 0))
+            self.positions.load(await highest_event_position(conn))
 
     async def persist(self, new: NewEvent, now_ms: int) -> PersistResult:
         """Store an event of the room's graph. Its position stays open for the caller

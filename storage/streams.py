@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 
-from storage.database import Database
+from storage.database import Database, upsert
 from storage.schema import account_data, events, stream_positions
 
 STREAMS = ("receipts", "to_device", "presence", "device_lists")
@@ -45,10 +45,31 @@ async def upsert_at_next_position(
     return position
 
 
+# The `stream_positions` row that keeps room events' highest position once given out,
+# when the events themselves are gone (a purged room): positions are never reused, or
+# a client holding a token past them would never see the events that took them again.
+EVENTS_HIGH_WATER = "events"
+
+
+async def highest_event_position(conn: Any) -> int:
+    """The highest room event position ever given out (in `conn`'s transaction)."""
+    stored = (await conn.execute(select(func.max(events.c.stream_ordering)))).scalar()
+    purged = (
+        await conn.execute(select(stream_positions.c.position).where(stream_positions.c.stream == EVENTS_HIGH_WATER))
+    ).scalar()
+    return max(int(stored or 0), int(purged or 0))
+
+
+async def keep_event_high_water(conn: Any) -> None:
+    """Before events are deleted: remember the highest position (see EVENTS_HIGH_WATER)."""
+    await upsert(conn, stream_positions, {"stream": EVENTS_HIGH_WATER, "position": await highest_event_position(conn)}, ["stream"])
+
+
 async def current_positions(db: Database) -> dict[str, int]:
     """Every stream's newest position, including room events and account data."""
     async with db.read() as conn:
         found = {row.stream: int(row.position) for row in await conn.execute(select(stream_positions))}
-        found["room"] = int((await conn.execute(select(func.max(events.c.stream_ordering)))).scalar() or 0)
+        found.pop(EVENTS_HIGH_WATER, None)
+        found["room"] = await highest_event_position(conn)
         found["account_data"] = int((await conn.execute(select(func.max(account_data.c.stream_id)))).scalar() or 0)
     return found

@@ -349,6 +349,27 @@ def test_delete_and_purge_room(admin: User, new_user: Any, server: ServerProcess
     expect_error(admin.api.get(f"{A2}/rooms/delete_status/nope"), 404, "M_NOT_FOUND")
 
 
+def test_a_purged_rooms_positions_are_never_given_out_again(make_server: Any) -> None:
+    """A client's sync token past the events of a purged room still sees what comes
+    after, across a restart (positions then come from the database)."""
+    server = make_server()
+    admin = make_admin(server)
+    reader = register_user(server.base_url)
+    kept = create_room(reader, name="Kept")
+    doomed = create_room(admin, name="Doomed")
+    for i in range(3):
+        text(admin, doomed, f"doomed {i}")  # the newest events in the database
+    token = reader.api.get(f"{V3}/sync", params={"timeout": "0"}).json()["next_batch"]
+    purged = admin.api.request("DELETE", f"{A2}/rooms/{q(doomed)}", json={"purge": True})
+    assert purged.status_code == 200, purged.text
+    server.stop()
+    server.start()
+    text(reader, kept, "after the restart")
+    later = reader.api.get(f"{V3}/sync", params={"since": token, "timeout": "5000"}).json()
+    timeline = later["rooms"]["join"][kept]["timeline"]["events"]
+    assert [e["content"]["body"] for e in timeline if e["type"] == "m.room.message"] == ["after the restart"]
+
+
 def test_delete_without_purge_keeps_history(admin: User, new_user: Any, server: ServerProcess) -> None:
     owner = new_user()
     room_id = create_room(owner, name="Kept")
