@@ -137,7 +137,8 @@ class Accounts:
         if self.leave_all_rooms is not None:
             await self.leave_all_rooms(user_id)
         # Through the device store, so that the devices' keys, to-device messages and
-        # pushers go with them and other servers hear of it.
+        # pushers go with them. (Nobody shares a room with the user any more, so no
+        # device-list update goes out: leaving told the others to stop tracking.)
         await self.devices.delete_other_devices(user_id, None)
         await self.accounts.deactivate(user_id, erase=erase)
         for listener in self.deactivated_listeners:

@@ -70,8 +70,8 @@ class EventPositions:
             earlier.append(done)
         if not earlier:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.gather(*earlier)), UNFINISHED_TIMEOUT_S)
-        except TimeoutError:
+        # asyncio.wait leaves the futures alone on timeout or cancellation.
+        _, pending = await asyncio.wait(earlier, timeout=UNFINISHED_TIMEOUT_S)
+        if pending:
             stuck = sorted(p for p in self._open if p < position)
             logger.error("Room event positions %s were never finished; announcing %d anyway", stuck, position)
