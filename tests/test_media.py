@@ -522,7 +522,7 @@ def test_aborted_upload_leaves_nothing(make_server: Callable[..., ServerProcess]
     deadline = time.monotonic() + 10
     while media_files(server) != before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert media_files(server) == before
+    assert media_files(server) == before, (media_files(server) - before, server.log()[-4000:])
     # And it is still serving.
     assert download(user.api, upload(user.api, b"after")).content == b"after"
     assert "Traceback" not in server.log()
