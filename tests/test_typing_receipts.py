@@ -148,6 +148,20 @@ def test_presence_shared_with_room_members_only(new_user: Callable[..., User]) -
     assert bob.api.get(f"{V3}/presence/{alice.user_id}/status").json()["presence"] == "online"
 
 
+def test_presence_set_without_syncing_holds(new_user: Callable[..., User]) -> None:
+    """A client that sets presence (or sends events) without syncing, like a bot,
+    stays as it said for 30 seconds, as it would on Synapse; the sweep used to count
+    only syncs and put such a user offline within 5 seconds."""
+    alice, bob = new_user(), new_user()
+    shared_room(alice, bob)
+    status = {"presence": "online", "status_msg": "a bot at work"}
+    assert alice.api.put(f"{V3}/presence/{alice.user_id}/status", json=status).status_code == 200
+    # Past the sweep (every 5 s) that used to put alice offline.
+    time.sleep(6)
+    got = bob.api.get(f"{V3}/presence/{alice.user_id}/status").json()
+    assert got["presence"] == "online" and got["status_msg"] == "a bot at work", got
+
+
 def test_presence_can_be_switched_off(make_server: Callable[..., ServerProcess]) -> None:
     server = make_server({"presence": {"enabled": False}})
     alice = register_user(server.base_url)

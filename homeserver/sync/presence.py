@@ -1,5 +1,7 @@
 """Presence (spec: "Presence"): online while a client syncs or acts, unavailable after
-5 minutes without activity, offline 30 seconds after the last sync ended.
+5 minutes without activity, offline once 30 seconds have passed with no sync under way
+and none ended, no event sent and no presence set (a client that only sets presence
+or sends events, like a bot, stays as it said while it keeps doing so).
 
 Explicit changes (PUT /presence) and syncing write the `presence` stream; a sweep every
 few seconds applies the inactivity timeouts to the users currently not offline.
@@ -55,7 +57,8 @@ class Presence:
         self.joined_rooms = joined_rooms
         self._rows: dict[str, PresenceRow] = {}
         self._syncing: dict[str, int] = {}
-        self._last_sync: dict[str, int] = {}
+        # When each local user last finished a sync, sent an event or set presence.
+        self._last_seen: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
         # Set when federation is on: which users are ours (the sweep times out only
         # those; other servers time out their own), and where our users' changes go
@@ -71,7 +74,7 @@ class Presence:
         now = _now()
         for row in await self.store.all_active():
             self._rows[row.user_id] = row
-            self._last_sync[row.user_id] = now
+            self._last_seen[row.user_id] = now
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def stop(self) -> None:
@@ -113,6 +116,7 @@ class Presence:
         if not self.enabled:
             return
         now = _now()
+        self._last_seen[user_id] = now
         row = await self._row(user_id)
         last_active = now if state == "online" or row is None else row.last_active_ts
         await self._write(user_id, state, status_msg, last_active)
@@ -128,6 +132,7 @@ class Presence:
         if not self.enabled:
             return
         now = _now()
+        self._last_seen[user_id] = now
         row = await self._row(user_id)
         if row is not None and row.state == "online" and now - row.last_active_ts < ACTIVITY_WRITE_INTERVAL_MS:
             return
@@ -155,7 +160,7 @@ class Presence:
             self._syncing[user_id] -= 1
             if not self._syncing[user_id]:
                 del self._syncing[user_id]
-            self._last_sync[user_id] = _now()
+            self._last_seen[user_id] = _now()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -175,7 +180,7 @@ class Presence:
                 if now - heard > REMOTE_TIMEOUT_MS:
                     await self._write(user_id, "offline", row.status_msg, row.last_active_ts)
                 continue
-            if user_id not in self._syncing and now - self._last_sync.get(user_id, 0) > OFFLINE_AFTER_SYNC_MS:
+            if user_id not in self._syncing and now - self._last_seen.get(user_id, 0) > OFFLINE_AFTER_SYNC_MS:
                 await self._write(user_id, "offline", row.status_msg, row.last_active_ts)
             elif row.state == "online" and now - row.last_active_ts > IDLE_AFTER_MS:
                 await self._write(user_id, "unavailable", row.status_msg, row.last_active_ts)
