@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from federation.e2ee import RemoteKeys, _cross_signing_ok, _device_keys_ok
+from homeserver.events import domain_of
 from homeserver.identifiers import split_user_id
 from storage.presence import PresenceRow
 
@@ -67,6 +68,7 @@ class DeviceListEdus:
         if event.type != "m.room.member" or event.outlier or not isinstance(event.state_key, str):
             return
         if event.content.get("membership") == "join":
+            await self._presence_on_join(event.room_id, event.state_key)
             return
         user_id = event.state_key
         if self.hs.is_local_user(user_id):
@@ -134,6 +136,28 @@ class DeviceListEdus:
         entry = {"user_id": row.user_id, **self.hs.presence.content(row)}
         entry.setdefault("currently_active", False)
         self.hs.federation.sender.send_edu(servers, "m.presence", {"push": [entry]})
+
+    async def _presence_on_join(self, room_id: str, user_id: str) -> None:
+        """A join can make servers share a room for the first time, and presence is
+        sent only on changes: tell a server new to the room where our members are,
+        and the room's other servers where our joining user is (as Synapse does)."""
+        if not self.hs.presence.enabled:
+            return
+        members = await self.hs.sync_queries.joined_members(room_id)
+        if self.hs.is_local_user(user_id):
+            ours, servers = [user_id], {domain_of(m) for m in members if not self.hs.is_local_user(m)}
+        else:
+            server = domain_of(user_id)
+            if sum(1 for m in members if domain_of(m) == server) > 1:
+                return  # that server was in the room already
+            ours, servers = [m for m in members if self.hs.is_local_user(m)], {server}
+        entries = []
+        for member in ours:
+            content = await self.hs.presence.get(member)
+            if content["presence"] != "offline":
+                entries.append({"user_id": member, "currently_active": False, **content})
+        if entries and servers:
+            self.hs.federation.sender.send_edu(servers, "m.presence", {"push": entries})
 
     # --- in --------------------------------------------------------------------------
 

@@ -83,6 +83,25 @@ def test_synapse_user_joins_our_room_and_chats(ours: ServerProcess, synapse: Syn
     assert ours_ids == theirs_ids
 
 
+def test_a_server_joining_learns_where_our_members_are(ours: ServerProcess, synapse: SynapseProcess) -> None:
+    """Presence goes to other servers on a change; a server that joins later is told
+    the current one when it joins (without it, Synapse showed alice offline until she
+    next changed)."""
+    alice = register_user(ours.base_url)
+    status = {"presence": "online", "status_msg": "here before you"}
+    assert alice.api.put(f"{V3}/presence/{alice.user_id}/status", json=status).status_code == 200
+    room_id = alice.api.post(f"{V3}/createRoom", json={"preset": "public_chat"}).json()["room_id"]
+    bob = SynapseUser(synapse)
+    joined = bob.http.post(f"{V3}/join/{room_id}", params={"server_name": ours.server_name}, json={})
+    assert joined.status_code == 200, joined.text
+
+    def seen() -> dict[str, Any]:
+        return dict(bob.http.get(f"{V3}/presence/{alice.user_id}/status").json())
+
+    wait_for(lambda: seen().get("presence") == "online", what="alice online at Synapse after its user joined")
+    assert seen()["status_msg"] == "here before you"
+
+
 def test_our_user_joins_a_synapse_room_and_chats(ours: ServerProcess, synapse: SynapseProcess) -> None:
     bob = SynapseUser(synapse)
     created = bob.http.post(f"{V3}/createRoom", json={"preset": "public_chat", "name": "Synapse's room"})
