@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=[1000])
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--messages", type=int, default=200)
-    parser.add_argument("--profile", type=Path, help="py-spy output file (.svg flame graph or .json speedscope)")
+    parser.add_argument("--profile", type=Path, help="py-spy output file (.svg flame graph, .json speedscope, .txt collapsed stacks)")
     args = parser.parse_args()
     raise_fd_limit()
 
@@ -58,7 +58,7 @@ def main() -> None:
         out: dict[str, Any] = {"startup_seconds": startup, "idle_rss_mib": server.rss() / 2**20}
         if args.workload != "startup":
             if args.profile is not None:
-                fmt = "speedscope" if args.profile.suffix == ".json" else "flamegraph"
+                fmt = {".json": "speedscope", ".txt": "raw"}.get(args.profile.suffix, "flamegraph")
                 spy = subprocess.Popen(
                     [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.pid), "-o", str(args.profile), "-f", fmt, "-r", "200"],
                     stdout=subprocess.DEVNULL,
