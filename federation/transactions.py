@@ -2,7 +2,12 @@
 (spec: Server-Server API, "Transactions").
 
 Each PDU gets its own result; one bad PDU never drops the others. A PDU whose
-prev_events we lack triggers /get_missing_events to the origin to fill the gap.
+prev_events we lack triggers /get_missing_events to the origin to fill the gap: one
+request returns at most 20 events (Synapse's cap), so the walk back goes on from the
+oldest fetched events, up to 200 events in all (a server back from a few hours away,
+to which a busy room's server sends only the newest event when it catches up). A gap
+longer than that is left: the event beyond it is accepted on the state its server
+gives for it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from federation.client import FederationError
 from federation.inbound_auth import authenticate
 from federation.pdu_checks import BadPdu, checked_pdu
 from homeserver.errors import MatrixError
+from homeserver.events import RoomVersion, compute_event_id, validate_pdu_format
 from homeserver.http import json_response
 from homeserver.rooms.received import RejectedEvent
 
@@ -27,6 +33,7 @@ logger = logging.getLogger(__name__)
 MAX_PDUS = 50
 MAX_EDUS = 100
 MISSING_EVENTS_LIMIT = 20
+MISSING_EVENTS_ROUNDS = 10
 # Transactions are idempotent: a retried txnId gets the first answer.
 _SEEN_LIMIT = 10_000
 
@@ -93,25 +100,55 @@ class TransactionHandler:
     async def _fill_gap(self, origin: str, room_id: str, event_id: str, pdu: dict[str, Any]) -> None:
         hs = self.hs
         head = await hs.room_events.head(room_id)
+        held = [e[0] for e in head.extremities]
+        fetched: dict[str, dict[str, Any]] = {}
+        latest = [event_id]
+        for _ in range(MISSING_EVENTS_ROUNDS):
+            batch = await self._missing_events(origin, room_id, head.room_version, [*held, *fetched], latest)
+            new = {i: e for i, e in batch.items() if i not in fetched and i != event_id}
+            if not new:
+                break
+            fetched.update(new)
+            # The walk goes on from the fetched events whose prev_events are neither
+            # fetched nor held.
+            latest = []
+            for new_id, new_pdu in new.items():
+                for prev in new_pdu.get("prev_events", []):
+                    if isinstance(prev, str) and prev not in fetched and await hs.events.get_event(prev) is None:
+                        latest.append(new_id)
+                        break
+            if not latest:
+                break
+        for missing in sorted(fetched.values(), key=lambda e: e.get("depth", 0) if isinstance(e.get("depth"), int) else 0):
+            await self._process(origin, missing, depth=1)
+
+    async def _missing_events(
+        self, origin: str, room_id: str, version: RoomVersion, earliest: list[str], latest: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        """One /get_missing_events request: the well-formed events of the answer by ID
+        (each is checked in full when processed)."""
         try:
-            body = await hs.federation.client.request(
+            body = await self.hs.federation.client.request(
                 "POST",
                 origin,
                 f"/_matrix/federation/v1/get_missing_events/{room_id}",
-                content={
-                    "earliest_events": [e[0] for e in head.extremities],
-                    "latest_events": [event_id],
-                    "limit": MISSING_EVENTS_LIMIT,
-                    "min_depth": 0,
-                },
+                content={"earliest_events": earliest, "latest_events": latest, "limit": MISSING_EVENTS_LIMIT, "min_depth": 0},
             )
         except FederationError as exc:
             logger.info("get_missing_events from %s failed: %s", origin, exc)
-            return
+            return {}
         events = body.get("events", []) if isinstance(body, dict) else []
-        events = [e for e in events if isinstance(e, dict)]
-        for missing in sorted(events, key=lambda e: e.get("depth", 0) if isinstance(e.get("depth"), int) else 0):
-            await self._process(origin, missing, depth=1)
+        found: dict[str, dict[str, Any]] = {}
+        for event in events[: MISSING_EVENTS_LIMIT * 2] if isinstance(events, list) else []:
+            if not isinstance(event, dict):
+                continue
+            event = {k: v for k, v in event.items() if k != "unsigned"}
+            try:
+                validate_pdu_format(version, event)
+                found[compute_event_id(version, event)] = event
+            except ValueError:  # FormatError, or content that is not canonical JSON
+                continue
+        return found
 
     async def _state_from(self, origin: str, room_id: str, event_id: str, head: Any) -> dict[Any, str] | None:
         """The state before `event_id` as `origin` holds it (/state_ids, then /event for

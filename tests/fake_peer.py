@@ -54,6 +54,8 @@ class FakePeer:
         self.received_pdus: list[dict[str, Any]] = []
         # Paths of the room requests served (make_join ... /event), in order.
         self.served: list[str] = []
+        # Off by default, so a gap cannot be filled (tests of the fallback).
+        self.serves_missing_events = False
         app = Starlette(routes=[Route("/_matrix/key/v2/server", keys), *self._room_routes()])
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="warning"
@@ -179,6 +181,14 @@ class FakePeer:
             limit = int(request.query_params.get("limit", "10"))
             return JSONResponse(pdus_body(room.backfill(request.query_params.getlist("v"), limit)))
 
+        async def get_missing_events(request: Request) -> JSONResponse:
+            room = room_of(request)
+            if room is None or not self.serves_missing_events:
+                return unknown()
+            body = await request.json()
+            events = room.missing_events(body["earliest_events"], body["latest_events"], int(body.get("limit", 10)))
+            return JSONResponse({"events": events})
+
         async def state_ids(request: Request) -> JSONResponse:
             room = room_of(request)
             event_id = request.query_params.get("event_id", "")
@@ -207,6 +217,7 @@ class FakePeer:
             Route(f"{fed}/v2/send_join/{{room_id}}/{{event_id}}", send_join, methods=["PUT"]),
             Route(f"{fed}/v1/backfill/{{room_id}}", backfill, methods=["GET"]),
             Route(f"{fed}/v1/state_ids/{{room_id}}", state_ids, methods=["GET"]),
+            Route(f"{fed}/v1/get_missing_events/{{room_id}}", get_missing_events, methods=["POST"]),
             Route(f"{fed}/v1/event/{{event_id}}", event, methods=["GET"]),
             Route(f"{fed}/v1/send/{{txn_id}}", send, methods=["PUT"]),
         ]
@@ -321,6 +332,22 @@ class PeerRoom:
                     seen.add(auth_id)
                     frontier.append(auth_id)
         return sorted(seen)
+
+    def missing_events(self, earliest: list[str], latest: list[str], limit: int) -> list[dict[str, Any]]:
+        """What /get_missing_events answers, as Synapse does: a walk back from the
+        prev_events of `latest`, never into `earliest`, at most 20 events, oldest
+        first."""
+        seen = set(earliest) | set(latest)
+        frontier = [p for i in latest if i in self.events for p in self.events[i].get("prev_events", [])]
+        found: list[str] = []
+        while frontier and len(found) < min(limit, 20):
+            event_id = frontier.pop(0)
+            if event_id in seen or event_id not in self.events:
+                continue
+            seen.add(event_id)
+            found.append(event_id)
+            frontier.extend(self.events[event_id].get("prev_events", []))
+        return [self.events[i] for i in sorted(found, key=lambda i: int(self.events[i]["depth"]))]
 
     def backfill(self, from_ids: list[str], limit: int) -> list[dict[str, Any]]:
         """The events at and before `from_ids`, newest (deepest) first, as servers

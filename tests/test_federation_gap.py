@@ -1,12 +1,14 @@
-"""An event whose history we cannot fetch (get_missing_events fails or falls short):
-we ask its server for the state before it (/state_ids, then /event for what we lack)
-and accept it on that state, instead of losing it and everything after it."""
+"""Gaps in a room's history: get_missing_events walks back as far as 200 events, 20 per
+request; an event whose history we cannot fetch (get_missing_events fails or falls
+short) is accepted on the state its server gives for it (/state_ids, then /event for
+what we lack), instead of losing it and everything after it."""
 
 from __future__ import annotations
 
 import time
 from urllib.parse import quote
 
+import pytest
 
 from tests.conftest import V3, User, register_user
 from tests.fake_peer import FakePeer
@@ -56,3 +58,32 @@ def test_event_beyond_an_unfillable_gap_is_accepted_on_fetched_state(ours: Serve
         time.sleep(0.1)
     else:
         raise AssertionError("our next event never reached the peer")
+
+
+def test_a_long_gap_is_filled_twenty_events_at_a_time(
+    ours: ServerProcess, peer: FakePeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server back from a while away is sent only a room's newest event; the 65 we
+    missed come in four get_missing_events requests, and clients see them all."""
+    monkeypatch.setattr(peer, "serves_missing_events", True)
+    room, creator = peer.public_room()
+    alice = register_user(ours.base_url)
+    joined = alice.api.post(f"{V3}/join/{room.room_id}", params={"via": peer.server_name}, json={})
+    assert joined.status_code == 200, joined.text
+
+    unseen = [f"missed {i}" for i in range(65)]
+    for body in unseen:
+        room.send(creator, "m.room.message", {"msgtype": "m.text", "body": body})
+    event_id, pdu = room.send(creator, "m.room.message", {"msgtype": "m.text", "body": "after the gap"})
+    served_before = len(peer.served)
+    answer = peer.send_transaction(ours, "gap2", [pdu])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["pdus"][event_id] == {}
+
+    served = peer.served[served_before:]
+    assert sum(1 for p in served if "/get_missing_events/" in p) == 4, served
+    # Nothing had to be taken on trust: no state was fetched.
+    assert not any("/state_ids/" in p for p in served)
+    bodies = _bodies(alice, room.room_id)
+    assert bodies[0] == "after the gap"
+    assert bodies[1:] == list(reversed(unseen))
