@@ -34,6 +34,11 @@ class EventPositions:
         self._last = 0
         self._open: dict[int, asyncio.Future[None]] = {}
 
+    @property
+    def last(self) -> int:
+        """The highest position handed out (or in the database at start)."""
+        return self._last
+
     def load(self, highest: int) -> None:
         """The highest position in the database, read at start."""
         self._last = max(self._last, highest)

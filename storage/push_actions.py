@@ -13,6 +13,7 @@ their own newest event in the room (sending reads everything before it).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -99,6 +100,34 @@ _ZERO_COUNTS = (
     .values(notifications=0, highlights=0)
 )
 _count_statements: dict[str, Any] = {}
+
+# /notifications and a pusher's catch-up look at this many stream positions per query
+# at most. The table has no index by user (one costs a page write per recipient of
+# every message, four times the cost of the rows themselves), so a query walks the
+# room events of a window of positions and looks each up by primary key. Unbounded,
+# the query for a user with few notifications read every user's rows back to the
+# start of the table, for seconds, on the event loop's thread.
+SCAN_POSITIONS = 2000
+
+
+def _actions_in_window(user_id: str, lowest: int, below: int) -> Any:
+    """The user's notify actions at positions in [lowest, below), driven from the
+    events of that range (each then a primary-key lookup)."""
+    return (
+        select(event_push_actions)
+        .select_from(
+            events.join(
+                event_push_actions,
+                (event_push_actions.c.stream_ordering == events.c.stream_ordering)
+                & (event_push_actions.c.user_id == user_id),
+            )
+        )
+        .where(
+            events.c.stream_ordering >= lowest,
+            events.c.stream_ordering < below,
+            event_push_actions.c.notify.is_(True),
+        )
+    )
 
 
 def _count_notification(dialect: str) -> Any:
@@ -255,36 +284,41 @@ class PushActionStore:
             return int((await conn.execute(query)).scalar() or 0)
 
     async def notifications(
-        self, user_id: str, before: int | None, limit: int, only_highlight: bool
-    ) -> list[tuple[ActionRow, bool]]:
-        """Notify actions newest first, each with whether the user has read it."""
-        query = select(event_push_actions).where(
-            event_push_actions.c.user_id == user_id, event_push_actions.c.notify.is_(True)
+        self, user_id: str, before: int, limit: int, only_highlight: bool
+    ) -> tuple[list[tuple[ActionRow, bool]], int]:
+        """Notify actions newest first, each with whether the user has read it, among
+        the positions in [before - SCAN_POSITIONS, before) only; with the window's
+        lowest position, where the next page starts when this one is not full."""
+        lowest = max(0, before - SCAN_POSITIONS)
+        query = (
+            _actions_in_window(user_id, lowest, before)
+            .order_by(events.c.stream_ordering.desc())
+            .limit(limit)
         )
-        if before is not None:
-            query = query.where(event_push_actions.c.stream_ordering < before)
         if only_highlight:
             query = query.where(event_push_actions.c.highlight.is_(True))
-        query = query.order_by(event_push_actions.c.stream_ordering.desc()).limit(limit)
         async with self.db.read() as conn:
             rows = [_row(r) for r in await conn.execute(query)]
             marks = await self._read_marks(conn, user_id, None) if rows else {}
-        return [(r, marks.get(r.room_id, ReadMarks()).is_read(r.stream_ordering, r.thread_id)) for r in rows]
+        return [(r, marks.get(r.room_id, ReadMarks()).is_read(r.stream_ordering, r.thread_id)) for r in rows], lowest
 
-    async def pending(self, user_id: str, after: int, limit: int) -> list[ActionRow]:
-        """Notify actions of a user after a position, oldest first (pusher delivery)."""
-        query = (
-            select(event_push_actions)
-            .where(
-                event_push_actions.c.user_id == user_id,
-                event_push_actions.c.notify.is_(True),
-                event_push_actions.c.stream_ordering > after,
+    async def pending(self, user_id: str, after: int, upto: int, limit: int) -> list[ActionRow]:
+        """Notify actions of a user in the positions (after, upto], oldest first (a
+        pusher's delivery), from the first window of SCAN_POSITIONS that has any."""
+        while after < upto:
+            window_end = min(upto, after + SCAN_POSITIONS)
+            query = (
+                _actions_in_window(user_id, after + 1, window_end + 1)
+                .order_by(events.c.stream_ordering)
+                .limit(limit)
             )
-            .order_by(event_push_actions.c.stream_ordering)
-            .limit(limit)
-        )
-        async with self.db.read() as conn:
-            return [_row(r) for r in await conn.execute(query)]
+            async with self.db.read() as conn:
+                rows = [_row(r) for r in await conn.execute(query)]
+            if rows:
+                return rows
+            after = window_end
+            await asyncio.sleep(0)  # a long way behind: let the server go on meanwhile
+        return []
 
     async def ignored_users(self, user_ids: list[str]) -> dict[str, frozenset[str]]:
         """Each user's m.ignored_user_list, for many users in a few queries."""

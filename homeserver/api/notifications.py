@@ -30,7 +30,11 @@ async def get_notifications(request: Request) -> Response:
         raise invalid_param("'limit' must be positive")
     limit = min(limit, MAX_LIMIT)
     only = request.query_params.get("only")
-    rows = await hs.push_actions.store.notifications(requester.user_id, before, limit, only == "highlight")
+    newest = hs.events.positions.last + 1
+    before = newest if before is None else min(before, newest)
+    # One window of positions per page (see storage/push_actions.py): a page may hold
+    # fewer than `limit`, even none, and still have a next_token.
+    rows, lowest = await hs.push_actions.store.notifications(requester.user_id, before, limit, only == "highlight")
     found = await hs.events.get_events([row.event_id for row, _ in rows])
     events = await hs.room_reader.serialize(
         Reader(requester.user_id, requester.device_id), [found[r.event_id] for r, _ in rows if r.event_id in found],
@@ -45,4 +49,6 @@ async def get_notifications(request: Request) -> Response:
     body: dict[str, object] = {"notifications": notifications}
     if len(rows) == limit:
         body["next_token"] = str(rows[-1][0].stream_ordering)
+    elif lowest > 0:
+        body["next_token"] = str(lowest)
     return json_response(body)

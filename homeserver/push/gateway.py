@@ -261,7 +261,8 @@ class _Worker:
 
     async def _next_batch(self) -> list[ActionRow]:
         if self._behind:
-            rows = await self.service.hs.push_actions.store.pending(self.pusher.user_id, self.position, BATCH)
+            hs = self.service.hs
+            rows = await hs.push_actions.store.pending(self.pusher.user_id, self.position, hs.events.positions.last, BATCH)
             if rows:
                 return rows
             self._behind = False
