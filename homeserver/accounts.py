@@ -39,6 +39,9 @@ class Accounts:
         # Set by the room side: take a user out of every room (and invite, and knock)
         # before the account is locked, so its rooms see it go.
         self.leave_all_rooms: Callable[[str], Awaitable[None]] | None = None
+        # Set by the push side: delete the user's notifications (not one query: see
+        # PushActionStore.delete_user).
+        self.delete_notifications: Callable[[str], Awaitable[None]] | None = None
         # Caches of the private data deactivation deletes, dropped after it.
         self.deactivated_listeners: list[Callable[[str], None]] = []
 
@@ -141,6 +144,8 @@ class Accounts:
         # device-list update goes out: leaving told the others to stop tracking.)
         await self.devices.delete_other_devices(user_id, None)
         await self.accounts.deactivate(user_id, erase=erase)
+        if self.delete_notifications is not None:
+            await self.delete_notifications(user_id)
         for listener in self.deactivated_listeners:
             listener(user_id)
 

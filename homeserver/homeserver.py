@@ -73,6 +73,7 @@ class HomeServer:
         # Before wire_sync: push counts are written before the sync listener wakes anyone.
         wire_push_delivery(self)
         wire_sync(self)
+        self.account_service.delete_notifications = self._delete_notifications
         self.account_service.deactivated_listeners += [
             self.push_rules.forget,
             self.push_actions.forget,
@@ -158,6 +159,9 @@ class HomeServer:
         await self.events.load_positions()
         await start_sync(self)
         await start_push_delivery(self)
+
+    async def _delete_notifications(self, user_id: str) -> None:
+        await self.push_actions.store.delete_user(user_id, self.events.positions.last)
 
     def begin_shutdown(self) -> None:
         """Let waiting long-polls answer now, so the listeners can close."""

@@ -320,6 +320,23 @@ class PushActionStore:
             await asyncio.sleep(0)  # a long way behind: let the server go on meanwhile
         return []
 
+    async def delete_user(self, user_id: str, upto: int) -> None:
+        """Every push action of a user (deactivated), a window of positions per
+        transaction, each event of it a primary-key lookup (see SCAN_POSITIONS)."""
+        lowest = 0
+        while lowest <= upto:
+            window = select(events.c.stream_ordering).where(
+                events.c.stream_ordering >= lowest, events.c.stream_ordering < lowest + SCAN_POSITIONS
+            )
+            async with self.db.write() as conn:
+                await conn.execute(
+                    delete(event_push_actions).where(
+                        event_push_actions.c.user_id == user_id, event_push_actions.c.stream_ordering.in_(window)
+                    )
+                )
+            lowest += SCAN_POSITIONS
+            await asyncio.sleep(0)
+
     async def ignored_users(self, user_ids: list[str]) -> dict[str, frozenset[str]]:
         """Each user's m.ignored_user_list, for many users in a few queries."""
         found: dict[str, frozenset[str]] = {u: frozenset() for u in user_ids}

@@ -23,6 +23,7 @@ from storage.database import Database
 from storage.schema import current_state, events, room_memberships, rooms, state_groups
 from tests.conftest import V3, Api, User, register_user
 from tests.server import ServerProcess
+from tests.test_push import all_notifications
 from tests.test_rooms_helpers import (
     create_room,
     database_url,
@@ -205,6 +206,10 @@ def test_deactivation_deletes_the_accounts_private_data(admin: User, new_user: A
     from tests.test_e2ee import device_keys, otk
 
     alice, bob = new_user(), new_user()
+    room_id = create_room(bob, preset="public_chat")
+    join(alice, room_id)
+    text(bob, room_id, "a message that notifies alice")
+    assert alice.api.get(f"{V3}/notifications").json()["notifications"]
     assert alice.api.put(f"{V3}/pushrules/global/content/lunch", json={"pattern": "lunch", "actions": ["notify"]}).status_code == 200
     secret = f"{V3}/user/{q(alice.user_id)}/account_data/org.example.secret"
     assert alice.api.put(secret, json={"diary": "private"}).status_code == 200
@@ -230,6 +235,7 @@ def test_deactivation_deletes_the_accounts_private_data(admin: User, new_user: A
     expect_error(again.get(f"{V3}/room_keys/version"), 404, "M_NOT_FOUND")
     devices = again.get(f"{V3}/devices").json()["devices"]
     assert [d["device_id"] for d in devices] == [login.json()["device_id"]]
+    assert all_notifications(again) == []
 
 
 def test_reset_password(admin: User, new_user: Any, server: ServerProcess) -> None:

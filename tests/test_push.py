@@ -550,14 +550,14 @@ def test_thread_counts(new_user: Callable[..., User]) -> None:
 # --- /notifications -----------------------------------------------------------------------
 
 
-def all_notifications(user: User, start: str | None = None, limit: int = 10) -> list[dict[str, Any]]:
+def all_notifications(api: Api, start: str | None = None, limit: int = 10) -> list[dict[str, Any]]:
     """Every notification from `start` back, following next_token to the end."""
     found: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": limit}
     if start is not None:
         params["from"] = start
     for _ in range(1000):
-        response = user.api.get(f"{V3}/notifications", params=params)
+        response = api.get(f"{V3}/notifications", params=params)
         assert response.status_code == 200, response.text
         page = response.json()
         found.extend(page["notifications"])
@@ -581,13 +581,13 @@ def test_notifications_list(new_user: Callable[..., User]) -> None:
     assert "notify" in first["actions"]
     assert abs(first["ts"] - time.time() * 1000) < 60_000
     assert first["event"]["content"]["body"] == "n4"
-    rest = all_notifications(bob, page["next_token"])
+    rest = all_notifications(bob.api, page["next_token"])
     # The oldest is bob's invite (.m.rule.invite_for_me), read by his own join.
     assert [n["event"]["event_id"] for n in rest[:2]] == [sent[1], sent[0]]
     assert [n["event"]["type"] for n in rest[2:]] == ["m.room.member"]
     assert [n["read"] for n in rest] == [True, True, True]
     # Alice sent them: she has nothing.
-    assert all_notifications(alice) == []
+    assert all_notifications(alice.api) == []
     bad = bob.api.get(f"{V3}/notifications", params={"from": "garbage"})
     assert bad.status_code == 400 and bad.json()["errcode"] == "M_INVALID_PARAM"
     assert bob.api.get(f"{V3}/notifications", params={"limit": "x"}).status_code == 400
@@ -609,7 +609,7 @@ def test_notifications_far_back_are_reached_page_by_page(make_server: Callable[.
     first = bob.api.get(f"{V3}/notifications", params={"limit": 5}).json()
     assert [n["event"]["event_id"] for n in first["notifications"]] == [new]
     assert "next_token" in first
-    rest = all_notifications(bob, first["next_token"], limit=5)
+    rest = all_notifications(bob.api, first["next_token"], limit=5)
     assert [n["event"]["event_id"] for n in rest][:1] == [old]
     assert [n["event"]["type"] for n in rest[1:]] == ["m.room.member"]  # the invite
     # A token from beyond the newest position starts at the newest.
