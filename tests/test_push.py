@@ -512,6 +512,17 @@ def test_reading_on_another_device_updates_the_badge(server: ServerProcess, new_
     send(alice, room_id, "three")
     assert gateway.wait_for(4)[3]["counts"] == {"unread": 1}
 
+    # bob answers from his desktop: sending read the room, and his phone's badge goes.
+    with Api(server.base_url, login["access_token"]) as desktop:
+        answered = desktop.put(f"{V3}/rooms/{room_id}/send/m.room.message/a1", json={"msgtype": "m.text", "body": "hi"})
+        assert answered.status_code == 200, answered.text
+        assert gateway.wait_for(5)[4]["counts"] == {"unread": 0}
+        # Another message of his changes no count: nothing more is sent.
+        again = desktop.put(f"{V3}/rooms/{room_id}/send/m.room.message/a2", json={"msgtype": "m.text", "body": "again"})
+        assert again.status_code == 200, again.text
+        time.sleep(0.5)
+        assert len(gateway.notifications()) == 5
+
 
 def test_thread_counts(new_user: Callable[..., User]) -> None:
     alice, bob = new_user(), new_user()

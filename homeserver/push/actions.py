@@ -58,6 +58,14 @@ def notification_levels(power_levels: dict[str, Any] | None) -> dict[str, int]:
     return levels
 
 
+def _may_have_unread(kept: object) -> bool:
+    """Whether counts kept by the sync cache (None: not kept) may be above zero."""
+    if kept is None:
+        return True
+    counts, _position = kept  # type: ignore[misc]
+    return any(c.notifications or c.highlights for c in counts.values())
+
+
 class PushActions:
     def __init__(self, hs: HomeServer, store: PushActionStore) -> None:
         self.hs = hs
@@ -150,6 +158,9 @@ class PushActions:
         notifying = [r for r in rows if r.notify]
         if notifying:
             hs.pusher.actions_written(notifying)
+        if own is not None and _may_have_unread(kept.get((sender, room_id))):
+            # Sending read the room: the sender's phone badge may drop.
+            hs.pusher.counts_changed(sender)
 
     async def _rows(self, event: StoredEvent, members: dict[str, str | None], candidates: list[str]) -> list[ActionRow]:
         # Imported here: homeserver/push/evaluator.py belongs to the push rules module.
