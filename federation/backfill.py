@@ -145,7 +145,7 @@ class Backfiller:
         new = {i: p for i, p in batch.items() if i not in held}
         if not new:
             return 0
-        ordered = sorted(new.items(), key=lambda kv: (_depth(kv[1]), kv[0]))
+        ordered = sorted(new.items(), key=lambda kv: (depth_of(kv[1]), kv[0]))
         fetcher = RemoteEventFetcher(hs, server, room_id, head, batch)
         oldest_id, oldest = ordered[0]
         state = {} if oldest.get("type") == "m.room.create" else await fetcher.state_before(oldest_id)
@@ -203,7 +203,7 @@ class Backfiller:
         return None
 
 
-def _depth(pdu: dict[str, Any]) -> int:
+def depth_of(pdu: dict[str, Any]) -> int:
     depth = pdu.get("depth")
     return depth if isinstance(depth, int) else 0
 

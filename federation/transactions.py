@@ -19,12 +19,19 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from federation.backfill import RemoteEventFetcher
+from federation.backfill import RemoteEventFetcher, depth_of
 from federation.client import FederationError
 from federation.inbound_auth import authenticate
 from federation.pdu_checks import BadPdu, checked_pdu
 from homeserver.errors import MatrixError
-from homeserver.events import RoomVersion, compute_event_id, validate_pdu_format
+from homeserver.events import (
+    AuthError,
+    RoomVersion,
+    check_auth,
+    check_auth_events,
+    compute_event_id,
+    validate_pdu_format,
+)
 from homeserver.http import json_response
 from homeserver.rooms.received import RejectedEvent
 
@@ -119,7 +126,7 @@ class TransactionHandler:
                         break
             if not latest:
                 break
-        for missing in sorted(fetched.values(), key=lambda e: e.get("depth", 0) if isinstance(e.get("depth"), int) else 0):
+        for missing in sorted(fetched.values(), key=depth_of):
             await self._process(origin, missing, depth=1)
 
     async def _missing_events(
@@ -168,8 +175,9 @@ class TransactionHandler:
             checked.update(unchecked)
             auth_ids = {a for i in unchecked for a in fetcher.outliers[i].get("auth_events", []) if isinstance(a, str)}
             await fetcher.events(sorted(auth_ids))
-        if fetcher.outliers:
-            await self.hs.events.persist_outliers(room_id, fetcher.outliers)
+        authorised = await _authorised(fetcher, head)
+        if authorised:
+            await self.hs.events.persist_outliers(room_id, authorised)
         held = await self.hs.events.get_events(list(state.values()))
         # Only state we could fetch and verify counts.
         return {key: some_id for key, some_id in state.items() if some_id in held}
@@ -191,3 +199,27 @@ async def send_transaction(request: Request) -> Response:
     origin, body = await authenticate(request)
     handler: TransactionHandler = request.app.state.federation.transactions
     return json_response(await handler.handle(origin, request.path_params["txn_id"], body))
+
+
+async def _authorised(fetcher: RemoteEventFetcher, head: Any) -> dict[str, dict[str, Any]]:
+    """The fetched events that pass the auth rules against their own auth events
+    (spec: checks on receipt of a PDU), checked oldest first. One that fails, or
+    whose auth events could not be fetched, is left out, and so is the state naming
+    it: signatures only show who sent an event, not that it was allowed."""
+    version = head.room_version
+    create = (await fetcher.events([head.create_event_id])).get(head.create_event_id)
+    failed: set[str] = set()
+    kept: dict[str, dict[str, Any]] = {}
+    for event_id, pdu in sorted(fetcher.outliers.items(), key=lambda kv: depth_of(kv[1])):
+        try:
+            if pdu.get("type") == "m.room.create":
+                raise AuthError("the room has a create event already")
+            auth = await fetcher.events([a for a in pdu.get("auth_events", []) if isinstance(a, str)])
+            auth_state = check_auth_events(version, pdu, auth, rejected_event_ids=failed, create_event=create)
+            check_auth(version, pdu, auth_state, enforce_size_limits=False, create_event_id=head.create_event_id)
+        except (AuthError, KeyError, TypeError) as exc:
+            logger.info("Fetched state event %s fails the auth rules: %s", event_id, exc)
+            failed.add(event_id)
+            continue
+        kept[event_id] = pdu
+    return kept

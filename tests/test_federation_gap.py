@@ -5,6 +5,7 @@ what we lack), instead of losing it and everything after it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from urllib.parse import quote
 
@@ -13,6 +14,7 @@ import pytest
 from tests.conftest import V3, User, register_user
 from tests.fake_peer import FakePeer
 from tests.server import ServerProcess
+from tests.test_rooms_helpers import open_event_store
 
 
 def _bodies(user: User, room_id: str) -> list[str]:
@@ -87,3 +89,34 @@ def test_a_long_gap_is_filled_twenty_events_at_a_time(
     bodies = _bodies(alice, room.room_id)
     assert bodies[0] == "after the gap"
     assert bodies[1:] == list(reversed(unseen))
+
+
+def test_state_fetched_across_a_gap_must_pass_the_auth_rules(ours: ServerProcess, peer: FakePeer) -> None:
+    """The state a server gives for an event beyond a gap is kept only where each
+    event passes the auth rules against its own auth events: a correctly signed
+    history_visibility from someone who never joined is not stored at all. (State
+    resolution with ours already kept it out of the room's state.)"""
+    room, creator = peer.public_room()
+    alice = register_user(ours.base_url)
+    joined = alice.api.post(f"{V3}/join/{room.room_id}", params={"via": peer.server_name}, json={})
+    assert joined.status_code == 200, joined.text
+
+    stranger = peer.user("stranger")
+    visibility = {"history_visibility": "world_readable"}
+    forged_id = room.insert(room.build(stranger, "m.room.history_visibility", visibility, state_key="")[1])
+    room.extra_state_ids.append(forged_id)
+    renamed_id, _ = room.send(creator, "m.room.name", {"name": "Renamed while we were away"}, state_key="")
+    for i in range(25):
+        room.send(creator, "m.room.message", {"msgtype": "m.text", "body": f"unseen {i}"})
+    event_id, pdu = room.send(creator, "m.room.message", {"msgtype": "m.text", "body": "after the gap"})
+    answer = peer.send_transaction(ours, "gap3", [pdu])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["pdus"][event_id] == {}
+
+    async def stored() -> tuple[bool, bool]:
+        async with open_event_store(ours) as store:
+            return await store.get_event(renamed_id) is not None, await store.get_event(forged_id) is not None
+
+    assert asyncio.run(stored()) == (True, False)
+    name = alice.api.get(f"{V3}/rooms/{quote(room.room_id)}/state/m.room.name/")
+    assert name.status_code == 200 and name.json()["name"] == "Renamed while we were away"
