@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import V3, User, register_user
-from tests.fake_peer import FakePeer
+from tests.fake_peer import FakePeer, PeerRoom
 from tests.server import ServerProcess
 from tests.test_rooms_helpers import open_event_store
 
@@ -23,22 +23,33 @@ def _bodies(user: User, room_id: str) -> list[str]:
     return [e["content"].get("body") for e in response.json()["chunk"] if e["type"] == "m.room.message"]
 
 
-def test_event_beyond_an_unfillable_gap_is_accepted_on_fetched_state(ours: ServerProcess, peer: FakePeer) -> None:
+def _joined_peer_room(ours: ServerProcess, peer: FakePeer) -> tuple[PeerRoom, str, User]:
+    """A public room of the peer's, with a user of ours joined."""
     room, creator = peer.public_room()
     alice = register_user(ours.base_url)
     joined = alice.api.post(f"{V3}/join/{room.room_id}", params={"via": peer.server_name}, json={})
     assert joined.status_code == 200, joined.text
+    return room, creator, alice
 
-    # History we are never sent, and the fake peer has no get_missing_events: a state
-    # change and more messages than one gap fill would fetch anyway.
-    room.send(creator, "m.room.name", {"name": "Renamed while we were away"}, state_key="")
+
+def _send_beyond_a_gap(ours: ServerProcess, peer: FakePeer, room: PeerRoom, creator: str, txn_id: str) -> tuple[str, str]:
+    """A state change and more messages than one gap fill fetches, never sent to us,
+    then an event after them that is: (the state change's ID, the event's ID)."""
+    renamed_id, _ = room.send(creator, "m.room.name", {"name": "Renamed while we were away"}, state_key="")
     for i in range(25):
         room.send(creator, "m.room.message", {"msgtype": "m.text", "body": f"unseen {i}"})
     event_id, pdu = room.send(creator, "m.room.message", {"msgtype": "m.text", "body": "after the gap"})
-
-    answer = peer.send_transaction(ours, "gap1", [pdu])
+    answer = peer.send_transaction(ours, txn_id, [pdu])
     assert answer.status_code == 200, answer.text
     assert answer.json()["pdus"][event_id] == {}
+    return renamed_id, event_id
+
+
+def test_event_beyond_an_unfillable_gap_is_accepted_on_fetched_state(ours: ServerProcess, peer: FakePeer) -> None:
+    room, creator, alice = _joined_peer_room(ours, peer)
+
+    # History we are never sent, and the fake peer has no get_missing_events.
+    _, event_id = _send_beyond_a_gap(ours, peer, room, creator, "gap1")
     assert any(p.startswith("/_matrix/federation/v1/event/") for p in peer.served)
 
     deadline = time.monotonic() + 10
@@ -68,10 +79,7 @@ def test_a_long_gap_is_filled_twenty_events_at_a_time(
     """A server back from a while away is sent only a room's newest event; the 65 we
     missed come in four get_missing_events requests, and clients see them all."""
     monkeypatch.setattr(peer, "serves_missing_events", True)
-    room, creator = peer.public_room()
-    alice = register_user(ours.base_url)
-    joined = alice.api.post(f"{V3}/join/{room.room_id}", params={"via": peer.server_name}, json={})
-    assert joined.status_code == 200, joined.text
+    room, creator, alice = _joined_peer_room(ours, peer)
 
     unseen = [f"missed {i}" for i in range(65)]
     for body in unseen:
@@ -96,22 +104,13 @@ def test_state_fetched_across_a_gap_must_pass_the_auth_rules(ours: ServerProcess
     event passes the auth rules against its own auth events: a correctly signed
     history_visibility from someone who never joined is not stored at all. (State
     resolution with ours already kept it out of the room's state.)"""
-    room, creator = peer.public_room()
-    alice = register_user(ours.base_url)
-    joined = alice.api.post(f"{V3}/join/{room.room_id}", params={"via": peer.server_name}, json={})
-    assert joined.status_code == 200, joined.text
+    room, creator, alice = _joined_peer_room(ours, peer)
 
     stranger = peer.user("stranger")
     visibility = {"history_visibility": "world_readable"}
     forged_id = room.insert(room.build(stranger, "m.room.history_visibility", visibility, state_key="")[1])
     room.extra_state_ids.append(forged_id)
-    renamed_id, _ = room.send(creator, "m.room.name", {"name": "Renamed while we were away"}, state_key="")
-    for i in range(25):
-        room.send(creator, "m.room.message", {"msgtype": "m.text", "body": f"unseen {i}"})
-    event_id, pdu = room.send(creator, "m.room.message", {"msgtype": "m.text", "body": "after the gap"})
-    answer = peer.send_transaction(ours, "gap3", [pdu])
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["pdus"][event_id] == {}
+    renamed_id, _ = _send_beyond_a_gap(ours, peer, room, creator, "gap3")
 
     async def stored() -> tuple[bool, bool]:
         async with open_event_store(ours) as store:
