@@ -326,7 +326,7 @@ class PushActionStore:
         lowest = 0
         while lowest <= upto:
             window = select(events.c.stream_ordering).where(
-                events.c.stream_ordering >= lowest, events.c.stream_ordering < lowest + SCAN_POSITIONS
+                events.c.stream_ordering >= lowest, events.c.stream_ordering < min(lowest + SCAN_POSITIONS, upto + 1)
             )
             async with self.db.write() as conn:
                 await conn.execute(
