@@ -33,6 +33,7 @@ from homeserver.events import (
     validate_pdu_format,
 )
 from homeserver.http import json_response
+from homeserver.rooms.events import RoomHead
 from homeserver.rooms.received import RejectedEvent
 
 logger = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ async def send_transaction(request: Request) -> Response:
     return json_response(await handler.handle(origin, request.path_params["txn_id"], body))
 
 
-async def _authorised(fetcher: RemoteEventFetcher, head: Any) -> dict[str, dict[str, Any]]:
+async def _authorised(fetcher: RemoteEventFetcher, head: RoomHead) -> dict[str, dict[str, Any]]:
     """The fetched events that pass the auth rules against their own auth events
     (spec: checks on receipt of a PDU), checked oldest first. One that fails, or
     whose auth events could not be fetched, is left out, and so is the state naming

@@ -28,6 +28,7 @@ from storage.push_actions import (
 
 if TYPE_CHECKING:
     from homeserver.homeserver import HomeServer
+    from homeserver.sync.cache import KeptCounts
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +59,11 @@ def notification_levels(power_levels: dict[str, Any] | None) -> dict[str, int]:
     return levels
 
 
-def _may_have_unread(kept: object) -> bool:
+def _may_have_unread(kept: KeptCounts | None) -> bool:
     """Whether counts kept by the sync cache (None: not kept) may be above zero."""
     if kept is None:
         return True
-    counts, _position = kept  # type: ignore[misc]
+    counts, _position = kept
     return any(c.notifications or c.highlights for c in counts.values())
 
 

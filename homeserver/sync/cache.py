@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 from storage.push_actions import Counts
 from storage.rooms import Membership
 
+# A user's unread counts in a room, by thread, and the stream position they were read at.
+KeptCounts = tuple[dict[str, Counts], int]
+
 if TYPE_CHECKING:
     from homeserver.homeserver import HomeServer
 
@@ -31,7 +34,7 @@ class SyncCache:
         self._room_member_change: dict[str, int] = {}
         # (user, room) -> (unread counts per thread, the room position counted at).
         # Valid until the user's push actions or read marks in the room change.
-        self._unread: OrderedDict[tuple[str, str], tuple[dict[str, Counts], int]] = OrderedDict()
+        self._unread: OrderedDict[tuple[str, str], KeptCounts] = OrderedDict()
         self._receipt_generation: dict[tuple[str, str], int] = {}
         self._unread_epoch = 0
 
@@ -73,7 +76,7 @@ class SyncCache:
         for key in pairs:
             self._receipt_generation[key] = self._receipt_generation.get(key, 0) + 1
 
-    def counts_updating(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], object]:
+    def counts_updating(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], KeptCounts | None]:
         """Called before writing new counts for these (user, room)s: counts being read
         now may not be kept. Returns the kept counts as they are, for `counts_updated`."""
         self._bump_generations(pairs)
@@ -81,7 +84,7 @@ class SyncCache:
 
     def counts_updated(
         self,
-        before: dict[tuple[str, str], object],
+        before: dict[tuple[str, str], KeptCounts | None],
         added: list[tuple[str, str, str, bool]],
         zeroed: list[tuple[str, str]],
     ) -> None:
@@ -110,7 +113,7 @@ class SyncCache:
     def receipt_generation(self, user_id: str, room_id: str) -> tuple[int, int]:
         return (self._unread_epoch, self._receipt_generation.get((user_id, room_id), 0))
 
-    def unread(self, user_id: str, room_id: str) -> tuple[dict[str, Counts], int] | None:
+    def unread(self, user_id: str, room_id: str) -> KeptCounts | None:
         return self._unread.get((user_id, room_id))
 
     def set_unread(
