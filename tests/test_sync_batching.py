@@ -23,9 +23,15 @@ def _state(user: User, room_id: str, event_type: str, content: dict[str, Any], s
 
 
 def _without_age(value: Any) -> Any:
-    """The response without what depends on when it was built."""
+    """The response without what depends on when it was built: ages, next_batch, and
+    in a prev_batch the positions of the other streams (on a shared server another
+    test's user going offline between two syncs moves the presence position)."""
     if isinstance(value, dict):
-        return {k: _without_age(v) for k, v in value.items() if k not in ("age", "next_batch")}
+        return {
+            k: v.split("_")[0] if k == "prev_batch" and isinstance(v, str) else _without_age(v)
+            for k, v in value.items()
+            if k not in ("age", "next_batch")
+        }
     if isinstance(value, list):
         return [_without_age(v) for v in value]
     return value
