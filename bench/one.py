@@ -4,6 +4,7 @@
     .venv/bin/python bench/one.py long_polls [--steps 10000] [--users 100]
     .venv/bin/python bench/one.py startup
     .venv/bin/python bench/one.py sync --profile /tmp/sync.svg   # py-spy while it runs
+    .venv/bin/python bench/one.py long_polls --steps 10000 --profile /tmp/wake.txt  # the wake only
 
 Prints the workload's figures (as JSON, without the long sample lists) and the
 server's CPU seconds over the whole workload. `--profile` needs py-spy
@@ -57,14 +58,22 @@ def main() -> None:
         time.sleep(2.0)
         out: dict[str, Any] = {"startup_seconds": startup, "idle_rss_mib": server.rss() / 2**20}
         if args.workload != "startup":
-            if args.profile is not None:
+            def start_spy() -> None:
+                nonlocal spy
+                if spy is not None or args.profile is None:
+                    return
                 fmt = {".json": "speedscope", ".txt": "raw"}.get(args.profile.suffix, "flamegraph")
+                # --nonblocking: stopping the process for every sample made a wake of
+                # 10,000 long-polls take ten times as long.
+                command = [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.pid), "-o", str(args.profile)]
                 spy = subprocess.Popen(
-                    [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(server.pid), "-o", str(args.profile), "-f", fmt, "-r", "200"],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    [*command, "-f", fmt, "-r", "200", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                 )
                 time.sleep(1.0)
+
+            # long_polls profiles only the wake (the message and the answers it causes).
+            if args.workload != "long_polls":
+                start_spy()
             cpu_before = server.cpu()
             started = time.monotonic()
             coroutine: Any
@@ -73,7 +82,7 @@ def main() -> None:
             elif args.workload == "send":
                 coroutine = workloads.send_and_deliver(server, messages=args.messages)
             else:
-                coroutine = workloads.long_poll_capacity(server, steps=args.steps, users=args.users)
+                coroutine = workloads.long_poll_capacity(server, steps=args.steps, users=args.users, before_wake=start_spy)
             result: dict[str, Any] = {}
 
             async def go() -> None:

@@ -11,7 +11,7 @@ import json
 import statistics
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 from bench.client import Client, RawLongPoll, User, raw_sync_request
 from bench.servers import BenchServer
@@ -330,7 +330,14 @@ async def paginate(server: BenchServer, fill: dict[str, Any], *, limit: int = 10
 # --- 4. idle long-poll capacity ----------------------------------------------------------
 
 
-async def long_poll_capacity(server: BenchServer, *, steps: list[int], users: int = 100, connect_parallel: int = 32) -> dict[str, Any]:
+async def long_poll_capacity(
+    server: BenchServer,
+    *,
+    steps: list[int],
+    users: int = 100,
+    connect_parallel: int = 32,
+    before_wake: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """`users` users share one room. For each step N: N raw connections each hold a
     /sync long-poll (timeout 10 minutes plus i ms, so that no two are the same
     request; user i % users, with a stored filter that leaves out presence), until the server's
@@ -393,6 +400,8 @@ async def long_poll_capacity(server: BenchServer, *, steps: list[int], users: in
             early_statuses = Counter(p.status for p in polls if p.woke is not None)
             early_sample = next((p.head.decode(errors="replace") for p in polls if p.woke is not None), "")
             waiting = [p for p in polls if p.woke is None]
+            if before_wake is not None:
+                before_wake()
 
             cpu_before = server.cpu()
             t0 = time.monotonic()

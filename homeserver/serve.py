@@ -17,6 +17,7 @@ import uvicorn
 from homeserver.app import build_app, build_federation_app
 from homeserver.config import Config
 from homeserver.homeserver import HomeServer
+from homeserver.http_protocol import CoalescingHttpToolsProtocol
 
 logger = logging.getLogger("homeserver")
 _M_ARENA_MAX = -8  # glibc's mallopt() parameter number
@@ -55,7 +56,7 @@ def _uvicorn_config(app: object, host: str, port: int, config: Config, **extra: 
         access_log=config.log_level == "DEBUG",
         log_config=None,
         loop="none",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         server_header=False,
         timeout_keep_alive=75,
         **extra,  # type: ignore[arg-type]
