@@ -140,6 +140,18 @@ def test_run_and_fetch_round_trip(tmp_path: Path) -> None:
         assert version == "10" and bool(public) is True
         assert await db.fetch(_ROOM, {"room_id": "!nothing:x"}) == []
         assert (await db.fetch(_COUNT_GROUPS, {}))[0][0] == 5
+        # A conversion (the boolean), values SQLAlchemy binds itself (LIMIT, OFFSET)
+        # and a parameter of ours in one statement.
+        async with db.write_prebuilt() as conn:
+            await db.run(conn, _INSERT_ROOM, [_room(f"!p{i}:x", public=True) for i in range(3)])
+        public_rooms = (
+            select(rooms.c.room_id)
+            .where(rooms.c.is_public == bindparam("public"), rooms.c.room_id != bindparam("not"))
+            .order_by(rooms.c.room_id)
+            .limit(2)
+            .offset(1)
+        )
+        assert await db.fetch(public_rooms, {"public": True, "not": "!p2:x"}) == [("!p0:x",), ("!p1:x",)]
 
     _with_db(tmp_path, body)
 
