@@ -39,6 +39,14 @@ class EventPositions:
         """The highest position handed out (or in the database at start)."""
         return self._last
 
+    @property
+    def finished(self) -> int:
+        """The highest position at or below which every position is finished (its
+        event announced, so what its listeners write is in the database)."""
+        for open_position in self._open:  # ascending: taken in order
+            return open_position - 1
+        return self._last
+
     def load(self, highest: int) -> None:
         """The highest position in the database, read at start."""
         self._last = max(self._last, highest)

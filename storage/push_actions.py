@@ -1,6 +1,7 @@
 """What push rules decided per (user, event), and what of it is still unread.
 
-`event_push_actions` keeps every decision (appended in stream order);
+`event_push_recipients` keeps every decision, a row per event for all its recipients
+(appended in stream order);
 `event_push_summary` keeps the unread counts per (user, room, thread), maintained by
 the writers: +1 per notification, zeroed by the user's own event, recounted from the
 actions after the read mark when a receipt moves it.
@@ -14,17 +15,20 @@ their own newest event in the room (sending reads everything before it).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from storage.database import Connection, Database
+from storage.events import json_text
 from storage.schema import (
     account_data,
-    event_push_actions,
+    event_push_recipients,
     event_push_summary,
     events,
     push_own_events,
@@ -70,26 +74,9 @@ class Counts:
     highlights: int
 
 
-def _row(row: Any) -> ActionRow:
-    return ActionRow(
-        row.user_id,
-        row.room_id,
-        int(row.stream_ordering),
-        row.event_id,
-        row.thread_id,
-        json.loads(row.actions),
-        bool(row.notify),
-        bool(row.highlight),
-        int(row.ts),
-    )
-
-
-_ACTION_COLUMNS = (
-    "stream_ordering", "user_id", "room_id", "event_id", "thread_id", "actions", "notify", "highlight", "ts"
-)
-# Built once and run through `Database.run` (no per-call SQLAlchemy work): a message in
-# a big room writes a row per member.
-_INSERT_ACTIONS = insert(event_push_actions).values({c: bindparam(c) for c in _ACTION_COLUMNS})
+_RECIPIENT_COLUMNS = ("stream_ordering", "room_id", "event_id", "thread_id", "ts", "recipients")
+# Built once and run through `Database.run` (no per-call SQLAlchemy work).
+_INSERT_RECIPIENTS = insert(event_push_recipients).values({c: bindparam(c) for c in _RECIPIENT_COLUMNS})
 _ZERO_COUNTS = (
     update(event_push_summary)
     .where(
@@ -103,33 +90,54 @@ _ZERO_COUNTS = (
 )
 _count_statements: dict[str, Any] = {}
 
-# /notifications and a pusher's catch-up look at this many stream positions per query
-# at most. The table has no index by user (one costs a page write per recipient of
-# every message, four times the cost of the rows themselves), so a query walks the
-# room events of a window of positions and looks each up by primary key. Unbounded,
-# the query for a user with few notifications read every user's rows back to the
-# start of the table, for seconds, on the event loop's thread.
+# /notifications, a pusher's catch-up and deactivation look at this many stream
+# positions per query at most. A user's rows are found by their JSON key, which no
+# index holds (one by user cost four times the rows themselves when they were a row
+# per recipient): unbounded, the query for a user with few notifications read the
+# whole table, for seconds, on the event loop's thread.
 SCAN_POSITIONS = 2000
 
 
-def _actions_in_window(user_id: str, lowest: int, below: int) -> Any:
-    """The user's notify actions at positions in [lowest, below), driven from the
-    events of that range (each then a primary-key lookup)."""
-    return (
-        select(event_push_actions)
-        .select_from(
-            events.join(
-                event_push_actions,
-                (event_push_actions.c.stream_ordering == events.c.stream_ordering)
-                & (event_push_actions.c.user_id == user_id),
-            )
-        )
-        .where(
-            events.c.stream_ordering >= lowest,
-            events.c.stream_ordering < below,
-            event_push_actions.c.notify.is_(True),
-        )
+def _recipient_key(user_id: str) -> str:
+    """How the user's entry starts in `recipients`: their JSON-encoded ID and a colon.
+    A match is confirmed by parsing (LIKE is case-insensitive on SQLite)."""
+    return json_text(user_id) + ":"
+
+
+def _mentioning(user_id: str) -> Any:
+    return event_push_recipients.c.recipients.contains(_recipient_key(user_id), autoescape=True)
+
+
+def _in_window(user_id: str, lowest: int, below: int) -> Any:
+    """The rows at positions in [lowest, below) that may have the user among their
+    recipients."""
+    return select(event_push_recipients).where(
+        event_push_recipients.c.stream_ordering >= lowest,
+        event_push_recipients.c.stream_ordering < below,
+        _mentioning(user_id),
     )
+
+
+def _rows_of(user_id: str, rows: Iterable[Any], *, only_highlight: bool = False) -> Iterator[ActionRow]:
+    """The user's notifying actions among `rows` of event_push_recipients."""
+    for row in rows:
+        entry = json.loads(row.recipients).get(user_id)
+        if entry is None:
+            continue
+        notify, highlight, actions = entry
+        if not notify or (only_highlight and not highlight):
+            continue
+        yield ActionRow(
+            user_id,
+            row.room_id,
+            int(row.stream_ordering),
+            row.event_id,
+            row.thread_id,
+            actions,
+            True,
+            bool(highlight),
+            int(row.ts),
+        )
 
 
 def _count_notification(dialect: str) -> Any:
@@ -162,32 +170,27 @@ class PushActionStore:
         self.db = db
 
     async def record(self, rows: list[ActionRow], own: tuple[str, str, int] | None) -> None:
-        """The actions of one event for all its recipients, their unread counts, and
-        (for a local sender) the sender's own-event mark, in one transaction."""
+        """The actions of one event for all its recipients (`rows`, one per
+        recipient), their unread counts, and (for a local sender) the sender's
+        own-event mark, in one transaction."""
         if not rows and own is None:
             return
         db = self.db
         async with db.write_prebuilt() as conn:
             if rows:
-                encoded: dict[int, str] = {}  # the evaluator shares action lists
+                first = rows[0]
+                recipients = {r.user_id: [int(r.notify), int(r.highlight), r.actions] for r in rows}
                 await db.run(
                     conn,
-                    _INSERT_ACTIONS,
-                    [
-                        {
-                            "stream_ordering": r.stream_ordering,
-                            "user_id": r.user_id,
-                            "room_id": r.room_id,
-                            "event_id": r.event_id,
-                            "thread_id": r.thread_id,
-                            "actions": encoded.get(id(r.actions))
-                            or encoded.setdefault(id(r.actions), json.dumps(r.actions)),
-                            "notify": r.notify,
-                            "highlight": r.highlight,
-                            "ts": r.ts,
-                        }
-                        for r in rows
-                    ],
+                    _INSERT_RECIPIENTS,
+                    {
+                        "stream_ordering": first.stream_ordering,
+                        "room_id": first.room_id,
+                        "event_id": first.event_id,
+                        "thread_id": first.thread_id,
+                        "ts": first.ts,
+                        "recipients": json_text(recipients),
+                    },
                 )
                 counted = [
                     {"user_id": r.user_id, "room_id": r.room_id, "thread_id": r.thread_id, "highlights": int(r.highlight)}
@@ -211,21 +214,18 @@ class PushActionStore:
         async with self.db.write() as conn:
             marks = (await self._read_marks(conn, user_id, room_id)).get(room_id, ReadMarks())
             start = marks.unthreaded if thread_id == "" else marks.read_upto(thread_id)
-            query = select(
-                event_push_actions.c.thread_id, event_push_actions.c.stream_ordering, event_push_actions.c.highlight
-            ).where(
-                event_push_actions.c.stream_ordering > start,
-                event_push_actions.c.user_id == user_id,
-                event_push_actions.c.room_id == room_id,
-                event_push_actions.c.notify.is_(True),
+            t = event_push_recipients.c
+            query = select(t.thread_id, t.stream_ordering, t.recipients).where(
+                t.stream_ordering > start, t.room_id == room_id, _mentioning(user_id)
             )
             if thread_id:
-                query = query.where(event_push_actions.c.thread_id == thread_id)
+                query = query.where(t.thread_id == thread_id)
             counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-            for thread, position, highlight in await conn.execute(query):
-                if int(position) > marks.read_upto(thread):
+            for thread, position, recipients in await conn.execute(query):
+                entry = json.loads(recipients).get(user_id)
+                if entry is not None and entry[0] and int(position) > marks.read_upto(thread):
                     counts[thread][0] += 1
-                    counts[thread][1] += 1 if highlight else 0
+                    counts[thread][1] += 1 if entry[1] else 0
             mine = (event_push_summary.c.user_id == user_id, event_push_summary.c.room_id == room_id)
             if thread_id:
                 await conn.execute(delete(event_push_summary).where(*mine, event_push_summary.c.thread_id == thread_id))
@@ -292,15 +292,10 @@ class PushActionStore:
         the positions in [before - SCAN_POSITIONS, before) only; with the window's
         lowest position, where the next page starts when this one is not full."""
         lowest = max(0, before - SCAN_POSITIONS)
-        query = (
-            _actions_in_window(user_id, lowest, before)
-            .order_by(events.c.stream_ordering.desc())
-            .limit(limit)
-        )
-        if only_highlight:
-            query = query.where(event_push_actions.c.highlight.is_(True))
+        query = _in_window(user_id, lowest, before).order_by(event_push_recipients.c.stream_ordering.desc())
         async with self.db.read() as conn:
-            rows = [_row(r) for r in await conn.execute(query)]
+            found = _rows_of(user_id, await conn.execute(query), only_highlight=only_highlight)
+            rows = list(itertools.islice(found, limit))
             marks = await self._read_marks(conn, user_id, None) if rows else {}
         return [(r, marks.get(r.room_id, ReadMarks()).is_read(r.stream_ordering, r.thread_id)) for r in rows], lowest
 
@@ -309,13 +304,9 @@ class PushActionStore:
         pusher's delivery), from the first window of SCAN_POSITIONS that has any."""
         while after < upto:
             window_end = min(upto, after + SCAN_POSITIONS)
-            query = (
-                _actions_in_window(user_id, after + 1, window_end + 1)
-                .order_by(events.c.stream_ordering)
-                .limit(limit)
-            )
+            query = _in_window(user_id, after + 1, window_end + 1).order_by(event_push_recipients.c.stream_ordering)
             async with self.db.read() as conn:
-                rows = [_row(r) for r in await conn.execute(query)]
+                rows = list(itertools.islice(_rows_of(user_id, await conn.execute(query)), limit))
             if rows:
                 return rows
             after = window_end
@@ -323,19 +314,25 @@ class PushActionStore:
         return []
 
     async def delete_user(self, user_id: str, upto: int) -> None:
-        """Every push action of a user (deactivated), a window of positions per
-        transaction, each event of it a primary-key lookup (see SCAN_POSITIONS)."""
+        """Every push action of a user (deactivated): their entry leaves each row
+        (a row left with no recipients goes), a window of positions per transaction
+        (see SCAN_POSITIONS)."""
+        t = event_push_recipients.c
         lowest = 0
         while lowest <= upto:
-            window = select(events.c.stream_ordering).where(
-                events.c.stream_ordering >= lowest, events.c.stream_ordering < min(lowest + SCAN_POSITIONS, upto + 1)
+            query = select(t.stream_ordering, t.recipients).where(
+                t.stream_ordering >= lowest, t.stream_ordering < min(lowest + SCAN_POSITIONS, upto + 1), _mentioning(user_id)
             )
             async with self.db.write() as conn:
-                await conn.execute(
-                    delete(event_push_actions).where(
-                        event_push_actions.c.user_id == user_id, event_push_actions.c.stream_ordering.in_(window)
-                    )
-                )
+                for position, text in (await conn.execute(query)).all():
+                    recipients = json.loads(text)
+                    if recipients.pop(user_id, None) is None:
+                        continue
+                    at = event_push_recipients.c.stream_ordering == position
+                    if recipients:
+                        await conn.execute(update(event_push_recipients).where(at).values(recipients=json_text(recipients)))
+                    else:
+                        await conn.execute(delete(event_push_recipients).where(at))
             lowest += SCAN_POSITIONS
             await asyncio.sleep(0)
 

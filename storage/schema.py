@@ -455,18 +455,17 @@ push_rule_defaults = Table(
 # Push: notification actions and unread counts, own-event read marks, pushers
 # (migration 10)
 
-event_push_actions = Table(
-    "event_push_actions",
+# (migration 12) One row per event that push rules gave actions to anyone: its
+# recipients as JSON, {user_id: [notify 0/1, highlight 0/1, actions]}.
+event_push_recipients = Table(
+    "event_push_recipients",
     metadata,
     Column("stream_ordering", BigInteger, primary_key=True),
-    Column("user_id", Text, primary_key=True),
     Column("room_id", Text, nullable=False),
     Column("event_id", Text, nullable=False),
     Column("thread_id", Text, nullable=False),
-    Column("actions", Text, nullable=False),
-    Column("notify", Boolean, nullable=False),
-    Column("highlight", Boolean, nullable=False),
     Column("ts", BigInteger, nullable=False),
+    Column("recipients", Text, nullable=False),
 )
 
 event_push_summary = Table(

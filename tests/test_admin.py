@@ -205,10 +205,11 @@ def test_deactivate_with_erase_leaves_rooms(admin: User, new_user: Any) -> None:
 def test_deactivation_deletes_the_accounts_private_data(admin: User, new_user: Any, server: ServerProcess) -> None:
     from tests.test_e2ee import device_keys, otk
 
-    alice, bob = new_user(), new_user()
+    alice, bob, carol = new_user(), new_user(), new_user()
     room_id = create_room(bob, preset="public_chat")
     join(alice, room_id)
-    text(bob, room_id, "a message that notifies alice")
+    join(carol, room_id)
+    text(bob, room_id, "a message that notifies alice (and carol)")
     assert alice.api.get(f"{V3}/notifications").json()["notifications"]
     assert alice.api.put(f"{V3}/pushrules/global/content/lunch", json={"pattern": "lunch", "actions": ["notify"]}).status_code == 200
     secret = f"{V3}/user/{q(alice.user_id)}/account_data/org.example.secret"
@@ -236,6 +237,10 @@ def test_deactivation_deletes_the_accounts_private_data(admin: User, new_user: A
     devices = again.get(f"{V3}/devices").json()["devices"]
     assert [d["device_id"] for d in devices] == [login.json()["device_id"]]
     assert all_notifications(again) == []
+    # The same event's notification of another member stays.
+    assert [n["event"]["content"]["body"] for n in all_notifications(carol.api)] == [
+        "a message that notifies alice (and carol)"
+    ]
 
 
 def test_reset_password(admin: User, new_user: Any, server: ServerProcess) -> None:

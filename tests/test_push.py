@@ -373,6 +373,45 @@ def test_delivery_resumes_after_restart(make_server: Callable[..., ServerProcess
     assert "Traceback" not in server.log()
 
 
+@pytest.mark.skipif(bool(os.environ.get(POSTGRES_ENV)), reason="reads the SQLite file")
+def test_catch_up_that_finds_nothing_moves_the_pushers_position(
+    make_server: Callable[..., ServerProcess], gateway: Gateway
+) -> None:
+    """After a restart a pusher reads what it missed since its position; when that
+    is nothing, its position moves to the present, so that the next start does not
+    read the same positions again (all of them, for a user rarely notified)."""
+    server = make_server()
+    alice, bob = register_user(server.base_url), register_user(server.base_url)
+    set_pusher(bob, gateway.url)
+    alone = create_room(alice)
+    for i in range(5):
+        send(alice, alone, f"nothing for bob {i}")
+    database = server.directory / "data" / "homeserver.db"
+
+    def positions() -> tuple[int, int]:
+        with sqlite3.connect(database) as conn:
+            [(pusher,)] = conn.execute("SELECT last_stream_ordering FROM pushers").fetchall()
+            [(newest,)] = conn.execute("SELECT max(stream_ordering) FROM events").fetchall()
+        return int(pusher), int(newest)
+
+    pusher, newest = positions()
+    assert pusher < newest
+    server.stop()
+    server.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and positions()[0] < newest:
+        time.sleep(0.1)
+    assert positions() == (newest, newest)
+    # And it still delivers what comes next.
+    room_id = shared_room(alice, bob)
+    event_id = send(alice, room_id, "for bob")
+    deadline = time.monotonic() + 30
+    # (bob's invite notifies too, and his join may send a badge-only update)
+    while time.monotonic() < deadline and event_id not in [n.get("event_id") for n in gateway.notifications()]:
+        time.sleep(0.05)
+    assert event_id in [n.get("event_id") for n in gateway.notifications()]
+
+
 def test_gateways_in_blocked_ranges_are_never_contacted(
     make_server: Callable[..., ServerProcess], gateway: Gateway
 ) -> None:

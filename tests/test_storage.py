@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from storage.database import Database
 from storage.migrations import MIGRATIONS, migrate
+from storage.push_actions import PushActionStore
 from storage.schema import metadata
 from tests.conftest import V3, Api, register_user
 from tests.server import POSTGRES_ENV, ServerProcess, fresh_postgres_database
@@ -43,6 +45,61 @@ def test_migrations_create_exactly_the_schema(tmp_path: Path) -> None:
                 found = await conn.run_sync(columns)
             expected = {table.name: {c.name for c in table.columns} for table in metadata.sorted_tables}
             assert found == expected
+        finally:
+            await db.close()
+
+    asyncio.run(check())
+
+
+def test_push_actions_move_to_one_row_per_event(tmp_path: Path) -> None:
+    """Migration 12: rows of (user, event) become one row per event; what each user
+    was notified of, and how, reads the same afterwards."""
+    url = _test_database_url(tmp_path)
+    odd = '@we"ird\\_%:x'  # a historical user ID: JSON escapes, LIKE wildcards
+
+    async def check() -> None:
+        db = Database.open(url)
+        try:
+            await migrate(db, upto=11)
+            old_rows = [
+                (5, "@alice:x", '["notify"]', True, False),
+                (5, "@bob:x", '["notify", {"set_tweak": "highlight"}]', True, True),
+                (5, odd, '["notify"]', True, False),
+                (7, "@alice:x", '["notify", {"set_tweak": "sound", "value": "ding"}]', True, False),
+                (8, "@bob:x", '[{"set_tweak": "highlight"}]', False, True),
+            ]
+            async with db.write() as conn:
+                for position, user_id, actions, notify, highlight in old_rows:
+                    await conn.execute(
+                        text(
+                            "INSERT INTO event_push_actions VALUES (:position, :user_id, '!r:x', :event_id, 'main',"
+                            " :actions, :notify, :highlight, 1000)"
+                        ),
+                        {
+                            "position": position,
+                            "user_id": user_id,
+                            "event_id": f"$e{position}",
+                            "actions": actions,
+                            "notify": notify,
+                            "highlight": highlight,
+                        },
+                    )
+            assert await migrate(db) == MIGRATIONS[-1][0]
+            store = PushActionStore(db)
+
+            async def seen(user_id: str) -> list[tuple[int, list[Any], bool]]:
+                found, _ = await store.notifications(user_id, 100, 10, only_highlight=False)
+                return [(row.stream_ordering, row.actions, row.highlight) for row, _read in found]
+
+            assert await seen("@alice:x") == [
+                (7, ["notify", {"set_tweak": "sound", "value": "ding"}], False),
+                (5, ["notify"], False),
+            ]
+            # Position 8 gave bob a highlight without a notification: not listed.
+            assert await seen("@bob:x") == [(5, ["notify", {"set_tweak": "highlight"}], True)]
+            assert await seen(odd) == [(5, ["notify"], False)]
+            assert await seen("@ALICE:x") == []
+            assert [r.event_id for r in await store.pending("@alice:x", 5, 100, 10)] == ["$e7"]
         finally:
             await db.close()
 

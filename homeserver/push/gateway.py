@@ -222,7 +222,7 @@ class _Worker:
 
     While caught up, it takes the rows the writer hands over (`offer`, after commit)
     without reading the database; after a start, a failure or an overflow it reads
-    them from `event_push_actions` until it finds nothing newer, and only then goes
+    them from `event_push_recipients` until it finds nothing newer, and only then goes
     back to the handed-over rows (skipping what it already sent). Every row committed
     after that last empty read is handed over, so nothing falls between the two."""
 
@@ -262,10 +262,16 @@ class _Worker:
     async def _next_batch(self) -> list[ActionRow]:
         if self._behind:
             hs = self.service.hs
-            rows = await hs.push_actions.store.pending(self.pusher.user_id, self.position, hs.events.positions.last, BATCH)
+            positions = hs.events.positions
+            settled = positions.finished
+            rows = await hs.push_actions.store.pending(self.pusher.user_id, self.position, positions.last, BATCH)
             if rows:
                 return rows
             self._behind = False
+            # Nothing for this user up to `settled` (all of it was in the database
+            # before the read): the next catch-up, after a restart, starts there
+            # instead of reading again every position since the last notification.
+            self.position = max(self.position, settled)
         rows = []
         while self._live and len(rows) < BATCH:
             row = self._live.popleft()
