@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from storage.database import Database, upsert
 from storage.schema import account_data
+from storage.streams import next_position
 
 GLOBAL = ""
 
@@ -28,10 +29,7 @@ class AccountDataStore:
     async def put(self, user_id: str, data_type: str, content: dict[str, Any], room_id: str = GLOBAL) -> int:
         """Store and return the new position in the account data stream."""
         async with self.db.write() as conn:
-            # The write lock (SQLite) or the row lock of the upsert keep positions unique
-            # enough for "changed since"; the sync issue gives this a real stream.
-            current = (await conn.execute(select(func.max(account_data.c.stream_id)))).scalar() or 0
-            stream_id = int(current) + 1
+            stream_id = await next_position(self.db, conn, "account_data")
             await upsert(
                 conn,
                 account_data,

@@ -585,6 +585,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "DROP TABLE event_push_actions",
         ],
     ),
+    (
+        13,
+        "account data: positions from stream_positions",
+        [
+            # Positions were the table's highest stream_id + 1: once a deactivation
+            # deleted the newest rows, the next write took a position clients already
+            # had a token past, and their syncs never showed it.
+            """INSERT INTO stream_positions (stream, position)
+            SELECT 'account_data', COALESCE(MAX(stream_id), 0) FROM account_data""",
+        ],
+    ),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Positions of the non-room sync streams (receipts, to_device, presence, device_lists).
+"""Positions of the non-room sync streams (account data, receipts, to_device, presence,
+device_lists).
 
 Each stream has one row in `stream_positions`; a write that adds to a stream bumps it
 in its own transaction, so positions survive restarts and (on PostgreSQL, where the row
@@ -12,9 +13,9 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 
 from storage.database import Database, upsert
-from storage.schema import account_data, events, stream_positions
+from storage.schema import events, stream_positions
 
-STREAMS = ("receipts", "to_device", "presence", "device_lists")
+STREAMS = ("account_data", "receipts", "to_device", "presence", "device_lists")
 
 # Prebuilt for `Database.run`: receipts and presence take a position on every write.
 _NEXT_POSITION = (
@@ -66,10 +67,9 @@ async def keep_event_high_water(conn: Any) -> None:
 
 
 async def current_positions(db: Database) -> dict[str, int]:
-    """Every stream's newest position, including room events and account data."""
+    """Every stream's newest position, including room events."""
     async with db.read() as conn:
         found = {row.stream: int(row.position) for row in await conn.execute(select(stream_positions))}
         found.pop(EVENTS_HIGH_WATER, None)
         found["room"] = await highest_event_position(conn)
-        found["account_data"] = int((await conn.execute(select(func.max(account_data.c.stream_id)))).scalar() or 0)
     return found

@@ -243,6 +243,20 @@ def test_deactivation_deletes_the_accounts_private_data(admin: User, new_user: A
     ]
 
 
+def test_account_data_written_after_a_deactivation_reaches_sync(admin: User, new_user: Any) -> None:
+    """Deactivation deletes the account's account data, the newest rows among them;
+    the next write must still take a position past every token handed out."""
+    from tests.test_sync import sync
+
+    alice, bob = new_user(), new_user()
+    assert alice.api.put(f"{V3}/user/{q(alice.user_id)}/account_data/org.example.a", json={"n": 1}).status_code == 200
+    token = sync(bob)["next_batch"]
+    assert admin.api.post(f"{A1}/deactivate/{q(alice.user_id)}", json={}).status_code == 200
+    assert bob.api.put(f"{V3}/user/{q(bob.user_id)}/account_data/org.example.b", json={"n": 2}).status_code == 200
+    written = sync(bob, token)["account_data"]["events"]
+    assert {"type": "org.example.b", "content": {"n": 2}} in written
+
+
 def test_reset_password(admin: User, new_user: Any, server: ServerProcess) -> None:
     target = new_user()
     response = admin.api.post(f"{A1}/reset_password/{q(target.user_id)}", json={"new_password": "brand new"})
