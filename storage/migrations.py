@@ -20,6 +20,8 @@ _DIALECT_WORDS = {
     "sqlite": {
         "blob": "BLOB",
         "bigserial_pk": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        # The rowid itself: one B-tree for the table, not a second for its key.
+        "bigint_pk": "INTEGER PRIMARY KEY",
         "json_object_agg": "json_group_object",
         "json_array": "json_array",
         "json_of_actions": "json(actions)",
@@ -27,6 +29,7 @@ _DIALECT_WORDS = {
     "postgresql": {
         "blob": "BYTEA",
         "bigserial_pk": "BIGSERIAL PRIMARY KEY",
+        "bigint_pk": "BIGINT PRIMARY KEY",
         # jsonb, not json: json_object_agg writes `{ "key" : value }`, which the
         # match on `"key":` would miss.
         "json_object_agg": "jsonb_object_agg",
@@ -566,7 +569,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             # {user_id: [notify 0/1, highlight 0/1, actions]}. A user's rows are
             # found by a window of positions and a match on the JSON key.
             """CREATE TABLE event_push_recipients (
-                stream_ordering BIGINT PRIMARY KEY,
+                stream_ordering {bigint_pk},
                 room_id TEXT NOT NULL,
                 event_id TEXT NOT NULL,
                 thread_id TEXT NOT NULL,

@@ -215,8 +215,13 @@ class PushActionStore:
             marks = (await self._read_marks(conn, user_id, room_id)).get(room_id, ReadMarks())
             start = marks.unthreaded if thread_id == "" else marks.read_upto(thread_id)
             t = event_push_recipients.c
-            query = select(t.thread_id, t.stream_ordering, t.recipients).where(
-                t.stream_ordering > start, t.room_id == room_id, _mentioning(user_id)
+            # Driven by the room's events (their (room_id, stream_ordering) index), each
+            # a primary-key lookup: a user back after months reads that room's rows
+            # since, not every room's.
+            query = (
+                select(t.thread_id, t.stream_ordering, t.recipients)
+                .select_from(events.join(event_push_recipients, t.stream_ordering == events.c.stream_ordering))
+                .where(events.c.room_id == room_id, events.c.stream_ordering > start, _mentioning(user_id))
             )
             if thread_id:
                 query = query.where(t.thread_id == thread_id)
