@@ -564,8 +564,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         12,
         "push: one row of actions per event, for all its recipients",
         [
-            # A message in a room of N members wrote N rows of event_push_actions, a
-            # tenth of the server's CPU per message; one row holds them all now:
+            # A message in a room of N members wrote N rows of event_push_actions
+            # (for 19 recipients ~100 µs of CPU more than one row, some 4% of a
+            # message); one row holds them all now:
             # {user_id: [notify 0/1, highlight 0/1, actions]}. A user's rows are
             # found by a window of positions and a match on the JSON key.
             """CREATE TABLE event_push_recipients (
