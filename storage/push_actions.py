@@ -219,18 +219,17 @@ class PushActionStore:
             # a primary-key lookup: a user back after months reads that room's rows
             # since, not every room's.
             query = (
-                select(t.thread_id, t.stream_ordering, t.recipients)
+                select(event_push_recipients)
                 .select_from(events.join(event_push_recipients, t.stream_ordering == events.c.stream_ordering))
                 .where(events.c.room_id == room_id, events.c.stream_ordering > start, _mentioning(user_id))
             )
             if thread_id:
                 query = query.where(t.thread_id == thread_id)
             counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-            for thread, position, recipients in await conn.execute(query):
-                entry = json.loads(recipients).get(user_id)
-                if entry is not None and entry[0] and int(position) > marks.read_upto(thread):
-                    counts[thread][0] += 1
-                    counts[thread][1] += 1 if entry[1] else 0
+            for row in _rows_of(user_id, await conn.execute(query)):
+                if not marks.is_read(row.stream_ordering, row.thread_id):
+                    counts[row.thread_id][0] += 1
+                    counts[row.thread_id][1] += 1 if row.highlight else 0
             mine = (event_push_summary.c.user_id == user_id, event_push_summary.c.room_id == room_id)
             if thread_id:
                 await conn.execute(delete(event_push_summary).where(*mine, event_push_summary.c.thread_id == thread_id))
@@ -322,18 +321,15 @@ class PushActionStore:
         """Every push action of a user (deactivated): their entry leaves each row
         (a row left with no recipients goes), a window of positions per transaction
         (see SCAN_POSITIONS)."""
-        t = event_push_recipients.c
         lowest = 0
         while lowest <= upto:
-            query = select(t.stream_ordering, t.recipients).where(
-                t.stream_ordering >= lowest, t.stream_ordering < min(lowest + SCAN_POSITIONS, upto + 1), _mentioning(user_id)
-            )
+            query = _in_window(user_id, lowest, min(lowest + SCAN_POSITIONS, upto + 1))
             async with self.db.write() as conn:
-                for position, text in (await conn.execute(query)).all():
-                    recipients = json.loads(text)
+                for row in (await conn.execute(query)).all():
+                    recipients = json.loads(row.recipients)
                     if recipients.pop(user_id, None) is None:
                         continue
-                    at = event_push_recipients.c.stream_ordering == position
+                    at = event_push_recipients.c.stream_ordering == row.stream_ordering
                     if recipients:
                         await conn.execute(update(event_push_recipients).where(at).values(recipients=json_text(recipients)))
                     else:
