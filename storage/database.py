@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
 from storage import sqlite_inline
-from storage.sqlite_checkpoint import WalCheckpointer
+from storage.sqlite_checkpoint import WAL_FILE_LIMIT, WalCheckpointer
 
 if TYPE_CHECKING:
     # Imported only for PostgreSQL (and SQLite in memory): sqlalchemy.ext.asyncio
@@ -240,8 +240,8 @@ def _no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA wal_autocheckpoint=0")
     # When a writer starts the WAL afresh (after the checkpointer's RESTART), it cuts
-    # the file back to this size.
-    cursor.execute(f"PRAGMA journal_size_limit={4 * 2**20}")
+    # the file back to this size: above the size the WAL works at, so it never does.
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_FILE_LIMIT}")
     cursor.close()
 
 
