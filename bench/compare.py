@@ -45,9 +45,6 @@ FULL = {
     "messages": 1000,
     "rooms_for_sync": 100,
     "long_room_events": 10000,
-    # Synapse persists a room's concurrent events in batches: at 40 senders it fills
-    # about half as fast again as at 10, which keeps the whole run under ten minutes.
-    "fill_senders": 40,
     "long_poll_steps": [1000, 10000],
     "long_poll_users": 100,
 }
@@ -55,7 +52,6 @@ QUICK = {
     "messages": 200,
     "rooms_for_sync": 20,
     "long_room_events": 1000,
-    "fill_senders": 40,
     "long_poll_steps": [100, 1000],
     "long_poll_users": 20,
 }
@@ -110,9 +106,7 @@ async def run(servers: list[BenchServer], sizes: dict[str, Any], results: dict[s
     # 3. /messages through a long room. Filling the rooms is set-up, not a measured
     # figure, and the slowest part of the run, so both servers fill at once.
     log(f"workload 3: filling one room with {sizes['long_room_events']} messages on each server (at once)")
-    fills = await asyncio.gather(
-        *(workloads.fill_long_room(s, events=sizes["long_room_events"], concurrency=sizes["fill_senders"]) for s in servers)
-    )
+    fills = await asyncio.gather(*(workloads.fill_long_room(s, events=sizes["long_room_events"]) for s in servers))
     phase("both: filling the long rooms")
     for server, fill in zip(servers, fills):
         record(server, "db", {k: v for k, v in fill.items() if k not in ("owner", "room_id")}, timed=False)
