@@ -17,9 +17,9 @@ of its own:
    restarts the WAL by itself when everything in it has been copied back, which
    with checkpoints running beside busy writers is never the case: without this
    step the WAL grew by every commit, over a gigabyte in one benchmark run (a room
-   message writes about twenty pages). Holding our asyncio write lock (not SQLite's
-   busy wait) makes the loop's writers wait their turn without blocking the loop;
-   not doing it every time keeps those waits rare.
+   message writes about twenty-three pages). Holding our asyncio write lock (not
+   SQLite's busy wait) makes the loop's writers wait their turn without blocking the
+   loop; not doing it every time keeps those waits rare.
 
 The WAL file keeps its size after a restart (up to `WAL_FILE_LIMIT`, our
 connections' `journal_size_limit`), and the next writer writes over it from the
