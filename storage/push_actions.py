@@ -77,6 +77,13 @@ class Counts:
 _RECIPIENT_COLUMNS = ("stream_ordering", "room_id", "event_id", "thread_id", "ts", "recipients")
 # Built once and run through `Database.run` (no per-call SQLAlchemy work).
 _INSERT_RECIPIENTS = insert(event_push_recipients).values({c: bindparam(c) for c in _RECIPIENT_COLUMNS})
+# Deactivation: a row without the user, or no row when they were its only recipient.
+_SET_RECIPIENTS = (
+    update(event_push_recipients)
+    .where(event_push_recipients.c.stream_ordering == bindparam("at"))
+    .values(recipients=bindparam("recipients"))
+)
+_DELETE_RECIPIENTS = delete(event_push_recipients).where(event_push_recipients.c.stream_ordering == bindparam("at"))
 _ZERO_COUNTS = (
     update(event_push_summary)
     .where(
@@ -325,15 +332,22 @@ class PushActionStore:
         while lowest <= upto:
             query = _in_window(user_id, lowest, min(lowest + SCAN_POSITIONS, upto + 1))
             async with self.db.write() as conn:
+                kept: list[dict[str, Any]] = []
+                emptied: list[dict[str, Any]] = []
                 for row in (await conn.execute(query)).all():
                     recipients = json.loads(row.recipients)
                     if recipients.pop(user_id, None) is None:
                         continue
-                    at = event_push_recipients.c.stream_ordering == row.stream_ordering
                     if recipients:
-                        await conn.execute(update(event_push_recipients).where(at).values(recipients=json_text(recipients)))
+                        kept.append({"at": row.stream_ordering, "recipients": json_text(recipients)})
                     else:
-                        await conn.execute(delete(event_push_recipients).where(at))
+                        emptied.append({"at": row.stream_ordering})
+                # Prebuilt, each run once for the window's rows: a statement built per
+                # row cost SQLAlchemy's statement handling each time.
+                if kept:
+                    await self.db.run(conn, _SET_RECIPIENTS, kept)
+                if emptied:
+                    await self.db.run(conn, _DELETE_RECIPIENTS, emptied)
             lowest += SCAN_POSITIONS
             await asyncio.sleep(0)
 

@@ -210,7 +210,12 @@ def test_deactivation_deletes_the_accounts_private_data(admin: User, new_user: A
     join(alice, room_id)
     join(carol, room_id)
     text(bob, room_id, "a message that notifies alice (and carol)")
-    assert alice.api.get(f"{V3}/notifications").json()["notifications"]
+    # A room of two: the message's push row has alice alone, and goes with her.
+    private_room = create_room(bob, preset="private_chat", invite=[alice.user_id])
+    join(alice, private_room)
+    text(bob, private_room, "a message that notifies alice alone")
+    bodies = {n["event"]["content"].get("body") for n in all_notifications(alice.api)}
+    assert {"a message that notifies alice (and carol)", "a message that notifies alice alone"} <= bodies
     assert alice.api.put(f"{V3}/pushrules/global/content/lunch", json={"pattern": "lunch", "actions": ["notify"]}).status_code == 200
     secret = f"{V3}/user/{q(alice.user_id)}/account_data/org.example.secret"
     assert alice.api.put(secret, json={"diary": "private"}).status_code == 200
