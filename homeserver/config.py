@@ -9,10 +9,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from homeserver.validation import Problem, problem_of
 
 SERVER_NAME_RE = re.compile(
     r"^(\[[0-9A-Fa-f:.]+\]|[0-9]{1,3}(\.[0-9]{1,3}){3}|[A-Za-z0-9.-]{1,255})(:[0-9]{1,5})?$"
@@ -23,24 +25,33 @@ class ConfigError(Exception):
     """A config problem, phrased for the operator in one line."""
 
 
-class _Strict(BaseModel):
-    # Unknown keys are typos more often than not: reject them so they are noticed.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A config section. Unknown keys are typos more often than not: they are rejected
+    so that they are noticed."""
+
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+
+def _invalid(name: str, problem: str, value: Any) -> ValueError:
+    # Raised from __post_init__: msgspec adds where the enclosing section is, and the
+    # field's own name goes in front of the message (validation.problem_of reads it).
+    return ValueError(f"{name}: {problem} (got {value!r})")
 
 
 class Listener(_Strict):
     host: str = "127.0.0.1"
-    port: int = Field(8008, ge=0, le=65535)
+    port: Port = 8008
 
 
 class FederationListener(Listener):
-    port: int = Field(8448, ge=0, le=65535)
+    port: Port = 8448
     tls_certificate_path: str | None = None
     tls_private_key_path: str | None = None
 
 
 class Listeners(_Strict):
-    client: Listener = Listener()
+    client: Listener = msgspec.field(default_factory=Listener)
     federation: FederationListener | None = None
 
 
@@ -49,12 +60,9 @@ class Database(_Strict):
     sqlite_path: str | None = None
     url: str | None = None
 
-    @field_validator("url")
-    @classmethod
-    def _known_driver(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("postgresql", "sqlite")):
-            raise ValueError("must be a postgresql:// or sqlite:// URL")
-        return value
+    def __post_init__(self) -> None:
+        if self.url is not None and not self.url.startswith(("postgresql", "sqlite")):
+            raise _invalid("url", "must be a postgresql:// or sqlite:// URL", self.url)
 
 
 class Registration(_Strict):
@@ -67,20 +75,20 @@ class Registration(_Strict):
 
 
 class RateLimit(_Strict):
-    per_second: float = Field(0.17, gt=0)
-    burst_count: int = Field(5, ge=1)
+    per_second: Annotated[float, msgspec.Meta(gt=0)] = 0.17
+    burst_count: Annotated[int, msgspec.Meta(ge=1)] = 5
 
 
 class RateLimits(_Strict):
     enabled: bool = True
-    login: RateLimit = RateLimit(per_second=0.17, burst_count=5)
-    registration: RateLimit = RateLimit(per_second=0.17, burst_count=5)
-    message: RateLimit = RateLimit(per_second=10, burst_count=50)
+    login: RateLimit = msgspec.field(default_factory=RateLimit)
+    registration: RateLimit = msgspec.field(default_factory=RateLimit)
+    message: RateLimit = msgspec.field(default_factory=lambda: RateLimit(per_second=10, burst_count=50))
 
 
 class Limits(_Strict):
-    max_request_body_bytes: int = Field(1_048_576, ge=1024)
-    max_upload_bytes: int = Field(52_428_800, ge=1024)
+    max_request_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    max_upload_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 52_428_800
 
 
 class Media(_Strict):
@@ -90,16 +98,13 @@ class Media(_Strict):
     enable_legacy_endpoints: bool = True
     # Images with more pixels than this are stored but never decoded: decoding is what
     # a decompression bomb (a tiny file declaring a huge image) attacks.
-    max_image_pixels: int = Field(32_000_000, ge=1)
+    max_image_pixels: Annotated[int, msgspec.Meta(ge=1)] = 32_000_000
     # URL previews fetch arbitrary URLs from the server; not available yet.
     url_preview_enabled: bool = False
 
-    @field_validator("url_preview_enabled")
-    @classmethod
-    def _previews_unavailable(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("URL previews are not available in this version; set it to false")
-        return value
+    def __post_init__(self) -> None:
+        if self.url_preview_enabled:
+            raise _invalid("url_preview_enabled", "URL previews are not available in this version; set it to false", True)
 
 
 # Addresses outbound federation and remote media requests never connect to, as
@@ -129,13 +134,12 @@ DEFAULT_IP_RANGE_BLOCKLIST = [
 ]
 
 
-def _check_cidrs(value: list[str]) -> list[str]:
+def _check_cidrs(name: str, value: list[str]) -> None:
     for cidr in value:
         try:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
-            raise ValueError(f"{cidr!r} is not an IP range (CIDR, e.g. 10.0.0.0/8)") from None
-    return value
+            raise _invalid(name, f"{cidr!r} is not an IP range (CIDR, e.g. 10.0.0.0/8)", value) from None
 
 
 class FederationSettings(_Strict):
@@ -146,22 +150,21 @@ class FederationSettings(_Strict):
     domain_denylist: list[str] = []
     # Outbound requests (federation, remote media and its redirects) to these
     # addresses are refused; the allowlist punches holes in it.
-    ip_range_blocklist: list[str] = DEFAULT_IP_RANGE_BLOCKLIST
+    ip_range_blocklist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_IP_RANGE_BLOCKLIST))
     ip_range_allowlist: list[str] = []
     # Answer other servers' /_matrix/federation/v1/publicRooms (false: 403, as Synapse).
     allow_public_rooms_over_federation: bool = False
 
-    @field_validator("ip_range_blocklist", "ip_range_allowlist")
-    @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        return _check_cidrs(value)
+    def __post_init__(self) -> None:
+        _check_cidrs("ip_range_blocklist", self.ip_range_blocklist)
+        _check_cidrs("ip_range_allowlist", self.ip_range_allowlist)
 
 
 class Passwords(_Strict):
     # Argon2id cost. The defaults (RFC 9106's second recommendation) take tens of
     # milliseconds of one core per login; lower them only on very small machines.
-    argon2_time_cost: int = Field(3, ge=1, le=20)
-    argon2_memory_kib: int = Field(65536, ge=8192, le=4_194_304)
+    argon2_time_cost: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    argon2_memory_kib: Annotated[int, msgspec.Meta(ge=8192, le=4_194_304)] = 65536
 
 
 class Rooms(_Strict):
@@ -175,16 +178,15 @@ class PushSettings(_Strict):
     # push gateways); false: no counts and nothing is pushed.
     enabled: bool = True
     # Seconds to wait for a push gateway's answer before trying again later.
-    gateway_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    gateway_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     # Push gateways at these addresses are not contacted (a user chooses the URL of
     # their pusher: without this they could make the server POST into its own network).
-    ip_range_blocklist: list[str] = DEFAULT_IP_RANGE_BLOCKLIST
+    ip_range_blocklist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_IP_RANGE_BLOCKLIST))
     ip_range_allowlist: list[str] = []
 
-    @field_validator("ip_range_blocklist", "ip_range_allowlist")
-    @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        return _check_cidrs(value)
+    def __post_init__(self) -> None:
+        _check_cidrs("ip_range_blocklist", self.ip_range_blocklist)
+        _check_cidrs("ip_range_allowlist", self.ip_range_allowlist)
 
 
 class PresenceSettings(_Strict):
@@ -203,48 +205,40 @@ class ServerNotices(_Strict):
     # Let the operator send notices to users (admin API, `homeserver admin notice`).
     enabled: bool = True
     # The system user that sends them, created on first use.
-    system_user_localpart: str = Field("notices", pattern=r"^[a-z0-9._=\-/+]+$")
+    system_user_localpart: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9._=\-/+]+$")] = "notices"
     system_user_display_name: str = "Server Notices"
     room_name: str = "Server Notices"
 
 
 class Config(_Strict):
     server_name: str
-    public_baseurl: str | None = None
     data_directory: str
+    public_baseurl: str | None = None
     media_directory: str | None = None
     signing_key_path: str | None = None
-    listeners: Listeners = Listeners()
-    database: Database = Database()
-    registration: Registration = Registration()
-    rate_limits: RateLimits = RateLimits()
-    limits: Limits = Limits()
-    media: Media = Media()
-    federation: FederationSettings = FederationSettings()
+    listeners: Listeners = msgspec.field(default_factory=Listeners)
+    database: Database = msgspec.field(default_factory=Database)
+    registration: Registration = msgspec.field(default_factory=Registration)
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
+    limits: Limits = msgspec.field(default_factory=Limits)
+    media: Media = msgspec.field(default_factory=Media)
+    federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
     default_room_version: Literal["10", "11", "12"] = "12"
-    rooms: Rooms = Rooms()
-    passwords: Passwords = Passwords()
-    presence: PresenceSettings = PresenceSettings()
-    push: PushSettings = PushSettings()
-    user_directory: UserDirectory = UserDirectory()
-    server_notices: ServerNotices = ServerNotices()
+    rooms: Rooms = msgspec.field(default_factory=Rooms)
+    passwords: Passwords = msgspec.field(default_factory=Passwords)
+    presence: PresenceSettings = msgspec.field(default_factory=PresenceSettings)
+    push: PushSettings = msgspec.field(default_factory=PushSettings)
+    user_directory: UserDirectory = msgspec.field(default_factory=UserDirectory)
+    server_notices: ServerNotices = msgspec.field(default_factory=ServerNotices)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where relative paths in this file are resolved from (set by the loader).
     config_directory: str = "."
 
-    @field_validator("server_name")
-    @classmethod
-    def _valid_server_name(cls, value: str) -> str:
-        if not SERVER_NAME_RE.match(value):
-            raise ValueError("must be a hostname with an optional :port, e.g. example.org")
-        return value
-
-    @field_validator("public_baseurl")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
+    def __post_init__(self) -> None:
+        if not SERVER_NAME_RE.match(self.server_name):
+            raise _invalid("server_name", "must be a hostname with an optional :port, e.g. example.org", self.server_name)
+        if self.public_baseurl is not None and not self.public_baseurl.startswith(("http://", "https://")):
+            raise _invalid("public_baseurl", "must start with http:// or https://", self.public_baseurl)
 
     def path(self, value: str) -> Path:
         """Resolve a path from the config relative to the config file's directory."""
@@ -286,24 +280,38 @@ class Config(_Strict):
         return f"http://{host}:{self.listeners.client.port}"
 
 
-def _describe(error: dict[str, Any]) -> str:
-    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    kind = error["type"]
-    if kind == "missing":
+def _value_at(raw: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if isinstance(raw, dict) and part in raw:
+            raw = raw[part]
+        elif isinstance(raw, list) and part.isdigit() and int(part) < len(raw):
+            raw = raw[int(part)]
+        else:
+            return None
+    return raw
+
+
+def _describe(problem: Problem, raw: dict[str, Any]) -> str:
+    field = problem.field or "(top level)"
+    if problem.kind == "missing":
         return f"config field '{field}' is missing"
-    if kind == "extra_forbidden":
+    if problem.kind == "unknown":
         return f"config field '{field}' is not a known setting"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"config field '{field}': {message} (got {error.get('input')!r})"
+    message = problem.message[:1].lower() + problem.message[1:]
+    if "got " in message:  # a type error or one of our checks: it says what it got
+        return f"config field '{field}': {message}"
+    return f"config field '{field}': {message} (got {_value_at(raw, problem.path)!r})"
 
 
 def parse_config(raw: Any, config_directory: str = ".") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("the config file must be a YAML mapping of settings")
     try:
-        return Config.model_validate({**raw, "config_directory": config_directory})
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc.errors()[0])) from None
+        # Not strict: YAML that quotes a number or a boolean ("8008", "true") is meant
+        # as one, as an operator would expect.
+        return msgspec.convert({**raw, "config_directory": config_directory}, type=Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe(problem_of(exc), raw)) from None
 
 
 def load_config(path: str | Path) -> Config:

@@ -2,8 +2,8 @@
 
 Bodies are read with a size cap before parsing, so a huge body is `413 M_TOO_LARGE`
 without being held in memory, and a body that is not a JSON object is `400 M_NOT_JSON`.
-Typed bodies are pydantic models in strict mode: `"1"` is not an integer, and a wrong
-type names the field in `M_BAD_JSON`.
+Typed bodies are msgspec structs converted in strict mode: `"1"` is not an integer,
+and a wrong type names the field in `M_BAD_JSON`.
 """
 
 from __future__ import annotations
@@ -11,22 +11,20 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
+import msgspec
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from homeserver.errors import MatrixError, bad_json, missing_param, not_json, too_large
+from homeserver.validation import problem_of
 
-Model = TypeVar("Model", bound=BaseModel)
+Model = TypeVar("Model", bound="Body")
 
 
-class Body(BaseModel):
-    """Base for request bodies: strict types, unknown keys ignored as the spec allows."""
-
-    # defer_build: a model's validator is built on its first use, not at import, so
-    # start-up does not pay for the bodies of endpoints nobody has called yet.
-    model_config = ConfigDict(strict=True, extra="ignore", defer_build=True)
+class Body(msgspec.Struct):
+    """Base for request bodies: strict types (see `parse`), unknown keys ignored as the
+    spec allows."""
 
 
 def _reject_constant(name: str) -> Any:
@@ -65,19 +63,15 @@ async def read_json(request: Request, *, allow_empty: bool = False) -> dict[str,
     return value
 
 
-def _field_name(location: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in location) or "body"
-
-
 def parse(model: type[Model], value: dict[str, Any]) -> Model:
     try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = _field_name(first["loc"])
-        if first["type"] == "missing":
+        return msgspec.convert(value, type=model, strict=True)
+    except msgspec.ValidationError as exc:
+        problem = problem_of(exc)
+        field = problem.field or "body"
+        if problem.kind == "missing":
             raise missing_param(f"Missing parameter: {field}") from None
-        raise bad_json(f"Invalid parameter '{field}': {first['msg']}") from None
+        raise bad_json(f"Invalid parameter '{field}': {problem.message}") from None
 
 
 async def read_model(request: Request, model: type[Model], *, allow_empty: bool = False) -> Model:

@@ -58,6 +58,26 @@ def test_wrong_shapes(method: str, path: str, user: User) -> None:
     assert user.api.get(f"{V3}/account/whoami").status_code == 200
 
 
+def test_body_errors_name_the_field(user: User) -> None:
+    def error(path: str, body: dict[str, object]) -> tuple[int, str, str]:
+        response = user.api.post(path, json=body)
+        return response.status_code, response.json()["errcode"], response.json()["error"]
+
+    status, errcode, message = error(f"{V3}/login", {"type": 1})
+    assert (status, errcode) == (400, "M_BAD_JSON") and "'type'" in message and "str" in message
+    # Strict: a string is not a boolean, a float is not an integer.
+    status, errcode, message = error(f"{V3}/account/password", {"new_password": "x", "logout_devices": "no"})
+    assert (status, errcode) == (400, "M_BAD_JSON") and "'logout_devices'" in message
+    status, errcode, message = error(f"{V3}/user_directory/search", {"search_term": "a", "limit": 2.5})
+    assert (status, errcode) == (400, "M_BAD_JSON") and "'limit'" in message
+    status, errcode, message = error(f"{V3}/publicRooms", {"filter": {"generic_search_term": 5}})
+    assert (status, errcode) == (400, "M_BAD_JSON") and "'filter.generic_search_term'" in message
+    status, errcode, message = error(f"{V3}/delete_devices", {"devices": ["A", 2]})
+    assert (status, errcode) == (400, "M_BAD_JSON") and "'devices.1'" in message
+    status, errcode, message = error(f"{V3}/pushers/set", {"kind": None, "pushkey": "k"})
+    assert (status, errcode) == (400, "M_MISSING_PARAM") and message == "Missing parameter: app_id"
+
+
 @pytest.mark.parametrize(("method", "path"), JSON_ROUTES)
 def test_oversize_body(method: str, path: str, user: User) -> None:
     huge = b'{"x": "' + b"a" * (2 * 1024 * 1024) + b'"}'
