@@ -15,8 +15,8 @@ Workloads (each against both servers, ours first):
      message; lost and duplicated messages at the receivers.
   2. initial /sync of a user in 100 rooms; incremental /sync.
   3. /messages backwards through 10,000 events of one room (limit 100).
-  4. idle long-poll capacity: 1,000 and 10,000 waiting /sync requests, RSS while
-     held, time until all have woken after one message.
+  4. idle long-poll capacity: 1,000 then 10,000 waiting /sync requests (one ramp),
+     RSS while held, time until all 10,000 have woken after one message.
   5. start-up (spawn -> first 200 on /versions), idle RSS, RSS after load, database
      bytes per 10,000 messages.
 """
@@ -123,12 +123,13 @@ async def run(servers: list[BenchServer], sizes: dict[str, Any], results: dict[s
         data = await workloads.long_poll_capacity(server, steps=sizes["long_poll_steps"], users=sizes["long_poll_users"])
         record(server, "long_polls", data)
         for step in data["steps"]:
-            woken = "never" if step["all_woken_seconds"] is None else f"{step['all_woken_seconds']:.2f} s"
-            log(
-                f"  {step['long_polls']}: held at {step['rss_held_bytes'] / 2**20:.0f} MiB, all woken in "
-                f"{woken} (not woken {step['not_woken']}, early {step['answered_before_wake']}, "
-                f"connect errors {step['connect_errors']})"
-            )
+            line = f"  {step['long_polls']}: held at {step['rss_held_bytes'] / 2**20:.0f} MiB"
+            if "all_woken_seconds" in step:  # the last step of the ramp is woken
+                woken = "never" if step["all_woken_seconds"] is None else f"{step['all_woken_seconds']:.2f} s"
+                line += f", all woken in {woken} (not woken {step['not_woken']}"
+            else:
+                line += " (not woken: the ramp goes on"
+            log(f"{line}, early {step['answered_before_wake']}, connect errors {step['connect_errors']})")
 
 
 def main() -> None:
