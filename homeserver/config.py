@@ -142,22 +142,27 @@ def _check_cidrs(name: str, value: list[str]) -> None:
             raise _invalid(name, f"{cidr!r} is not an IP range (CIDR, e.g. 10.0.0.0/8)", value) from None
 
 
-class FederationSettings(_Strict):
+class _OutboundRanges(_Strict):
+    """A section whose outbound requests to addresses in the blocklist are refused;
+    the allowlist punches holes in it."""
+
+    ip_range_blocklist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_IP_RANGE_BLOCKLIST))
+    ip_range_allowlist: list[str] = []
+
+    def __post_init__(self) -> None:
+        _check_cidrs("ip_range_blocklist", self.ip_range_blocklist)
+        _check_cidrs("ip_range_allowlist", self.ip_range_allowlist)
+
+
+class FederationSettings(_OutboundRanges):
+    # The IP ranges (_OutboundRanges) apply to federation, remote media and its redirects.
     enabled: bool = False
     verify_tls: bool = True
     ca_file: str | None = None
     domain_allowlist: list[str] | None = None
     domain_denylist: list[str] = []
-    # Outbound requests (federation, remote media and its redirects) to these
-    # addresses are refused; the allowlist punches holes in it.
-    ip_range_blocklist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_IP_RANGE_BLOCKLIST))
-    ip_range_allowlist: list[str] = []
     # Answer other servers' /_matrix/federation/v1/publicRooms (false: 403, as Synapse).
     allow_public_rooms_over_federation: bool = False
-
-    def __post_init__(self) -> None:
-        _check_cidrs("ip_range_blocklist", self.ip_range_blocklist)
-        _check_cidrs("ip_range_allowlist", self.ip_range_allowlist)
 
 
 class Passwords(_Strict):
@@ -173,20 +178,14 @@ class Rooms(_Strict):
     admins_may_publish: bool = True
 
 
-class PushSettings(_Strict):
+class PushSettings(_OutboundRanges):
+    # The IP ranges (_OutboundRanges) apply to push gateways: a user chooses the URL of
+    # their pusher, and without them could make the server POST into its own network.
     # Evaluate push rules for every room event (notification counts, /notifications,
     # push gateways); false: no counts and nothing is pushed.
     enabled: bool = True
     # Seconds to wait for a push gateway's answer before trying again later.
     gateway_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
-    # Push gateways at these addresses are not contacted (a user chooses the URL of
-    # their pusher: without this they could make the server POST into its own network).
-    ip_range_blocklist: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_IP_RANGE_BLOCKLIST))
-    ip_range_allowlist: list[str] = []
-
-    def __post_init__(self) -> None:
-        _check_cidrs("ip_range_blocklist", self.ip_range_blocklist)
-        _check_cidrs("ip_range_allowlist", self.ip_range_allowlist)
 
 
 class PresenceSettings(_Strict):

@@ -86,6 +86,16 @@ def test_config_error_names_nested_field() -> None:
         assert "rate_limits.login.per_second" in str(exc)
     else:
         raise AssertionError("negative rate accepted")
+    # Checks of a field's meaning name it too, in every section that has it.
+    for section in ("federation", "push"):
+        try:
+            parse_config({"server_name": "a.org", "data_directory": "/x", section: {"ip_range_allowlist": ["10.0.0.0/8", "lan"]}})
+        except ConfigError as exc:
+            assert f"config field '{section}.ip_range_allowlist': 'lan' is not an IP range" in str(exc), str(exc)
+        else:
+            raise AssertionError(f"bad range in {section} accepted")
+    defaults = parse_config({"server_name": "a.org", "data_directory": "/x"})
+    assert "127.0.0.0/8" in defaults.push.ip_range_blocklist and "127.0.0.0/8" in defaults.federation.ip_range_blocklist
 
 
 def test_register_user_command_makes_an_admin(tmp_path: Path) -> None:
