@@ -130,8 +130,8 @@ def figures(results: dict[str, Any]) -> list[Figure]:
         ("/messages", "events missing", _get("messages", "missing"), count, "lower"),
         ("/messages", "events seen twice", _get("messages", "duplicated"), count, "lower"),
     ]
+    section = "Idle long-polls"
     for n in sizes["long_poll_steps"]:
-        section = "Idle long-polls"
         out += [
             (section, f"{n:,}: RSS while held", _step(n, "rss_held_bytes"), mib, "lower"),
             (section, f"{n:,}: RSS per long-poll", _step(n, "kib_per_long_poll"), kib, "lower"),

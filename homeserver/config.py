@@ -27,16 +27,17 @@ class ConfigError(Exception):
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A config section. Unknown keys are typos more often than not: they are rejected
-    so that they are noticed."""
+    so that they are noticed. Frozen, so a section's default can be one shared
+    instance."""
 
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 
-def _invalid(name: str, problem: str, value: Any) -> ValueError:
+def _invalid(name: str, problem: str) -> ValueError:
     # Raised from __post_init__: msgspec adds where the enclosing section is, and the
     # field's own name goes in front of the message (validation.problem_of reads it).
-    return ValueError(f"{name}: {problem} (got {value!r})")
+    return ValueError(f"{name}: {problem}")
 
 
 class Listener(_Strict):
@@ -51,7 +52,7 @@ class FederationListener(Listener):
 
 
 class Listeners(_Strict):
-    client: Listener = msgspec.field(default_factory=Listener)
+    client: Listener = Listener()
     federation: FederationListener | None = None
 
 
@@ -62,7 +63,7 @@ class Database(_Strict):
 
     def __post_init__(self) -> None:
         if self.url is not None and not self.url.startswith(("postgresql", "sqlite")):
-            raise _invalid("url", "must be a postgresql:// or sqlite:// URL", self.url)
+            raise _invalid("url", "must be a postgresql:// or sqlite:// URL")
 
 
 class Registration(_Strict):
@@ -81,9 +82,9 @@ class RateLimit(_Strict):
 
 class RateLimits(_Strict):
     enabled: bool = True
-    login: RateLimit = msgspec.field(default_factory=RateLimit)
-    registration: RateLimit = msgspec.field(default_factory=RateLimit)
-    message: RateLimit = msgspec.field(default_factory=lambda: RateLimit(per_second=10, burst_count=50))
+    login: RateLimit = RateLimit()
+    registration: RateLimit = RateLimit()
+    message: RateLimit = RateLimit(per_second=10, burst_count=50)
 
 
 class Limits(_Strict):
@@ -104,7 +105,7 @@ class Media(_Strict):
 
     def __post_init__(self) -> None:
         if self.url_preview_enabled:
-            raise _invalid("url_preview_enabled", "URL previews are not available in this version; set it to false", True)
+            raise _invalid("url_preview_enabled", "URL previews are not available in this version; set it to false")
 
 
 # Addresses outbound federation and remote media requests never connect to, as
@@ -139,7 +140,7 @@ def _check_cidrs(name: str, value: list[str]) -> None:
         try:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
-            raise _invalid(name, f"{cidr!r} is not an IP range (CIDR, e.g. 10.0.0.0/8)", value) from None
+            raise _invalid(name, f"{cidr!r} is not an IP range (CIDR, e.g. 10.0.0.0/8)") from None
 
 
 class _OutboundRanges(_Strict):
@@ -215,29 +216,29 @@ class Config(_Strict):
     public_baseurl: str | None = None
     media_directory: str | None = None
     signing_key_path: str | None = None
-    listeners: Listeners = msgspec.field(default_factory=Listeners)
-    database: Database = msgspec.field(default_factory=Database)
-    registration: Registration = msgspec.field(default_factory=Registration)
-    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
-    limits: Limits = msgspec.field(default_factory=Limits)
-    media: Media = msgspec.field(default_factory=Media)
-    federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
+    listeners: Listeners = Listeners()
+    database: Database = Database()
+    registration: Registration = Registration()
+    rate_limits: RateLimits = RateLimits()
+    limits: Limits = Limits()
+    media: Media = Media()
+    federation: FederationSettings = FederationSettings()
     default_room_version: Literal["10", "11", "12"] = "12"
-    rooms: Rooms = msgspec.field(default_factory=Rooms)
-    passwords: Passwords = msgspec.field(default_factory=Passwords)
-    presence: PresenceSettings = msgspec.field(default_factory=PresenceSettings)
-    push: PushSettings = msgspec.field(default_factory=PushSettings)
-    user_directory: UserDirectory = msgspec.field(default_factory=UserDirectory)
-    server_notices: ServerNotices = msgspec.field(default_factory=ServerNotices)
+    rooms: Rooms = Rooms()
+    passwords: Passwords = Passwords()
+    presence: PresenceSettings = PresenceSettings()
+    push: PushSettings = PushSettings()
+    user_directory: UserDirectory = UserDirectory()
+    server_notices: ServerNotices = ServerNotices()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where relative paths in this file are resolved from (set by the loader).
     config_directory: str = "."
 
     def __post_init__(self) -> None:
         if not SERVER_NAME_RE.match(self.server_name):
-            raise _invalid("server_name", "must be a hostname with an optional :port, e.g. example.org", self.server_name)
+            raise _invalid("server_name", "must be a hostname with an optional :port, e.g. example.org")
         if self.public_baseurl is not None and not self.public_baseurl.startswith(("http://", "https://")):
-            raise _invalid("public_baseurl", "must start with http:// or https://", self.public_baseurl)
+            raise _invalid("public_baseurl", "must start with http:// or https://")
 
     def path(self, value: str) -> Path:
         """Resolve a path from the config relative to the config file's directory."""
@@ -279,6 +280,9 @@ class Config(_Strict):
         return f"http://{host}:{self.listeners.client.port}"
 
 
+_GOT_TYPE = re.compile(r", got `[^`]*`$")
+
+
 def _value_at(raw: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         if isinstance(raw, dict) and part in raw:
@@ -296,9 +300,8 @@ def _describe(problem: Problem, raw: dict[str, Any]) -> str:
         return f"config field '{field}' is missing"
     if problem.kind == "unknown":
         return f"config field '{field}' is not a known setting"
-    message = problem.message[:1].lower() + problem.message[1:]
-    if "got " in message:  # a type error or one of our checks: it says what it got
-        return f"config field '{field}': {message}"
+    # msgspec's "Expected `int`, got `str`": the value itself says more than its type.
+    message = _GOT_TYPE.sub("", problem.message)
     return f"config field '{field}': {message} (got {_value_at(raw, problem.path)!r})"
 
 
