@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from bench.client import Client, RawLongPoll, User, raw_sync_request
-from bench.servers import BenchServer
+from bench.servers import BenchServer, accept_queue
 
 # Receivers ask for a big timeline so that no message can fall into a gap
 # ("limited": true) and look lost; presence is left out of every sync.
@@ -368,7 +368,6 @@ async def long_poll_capacity(
         rss_before = server.rss()
         polls: list[RawLongPoll] = []
         connect_errors = 0
-        gate = asyncio.Semaphore(connect_parallel)
 
         async def open_one(i: int) -> None:
             nonlocal connect_errors
@@ -382,18 +381,32 @@ async def long_poll_capacity(
                 "filter": filter_ids[user_index],
             }
             request = raw_sync_request("127.0.0.1", server.port, people[user_index], params)
-            async with gate:
-                try:
-                    _, protocol = await loop.create_connection(lambda: RawLongPoll(request), "127.0.0.1", server.port)
-                    polls.append(protocol)
-                except OSError:
-                    connect_errors += 1
+            try:
+                _, protocol = await loop.create_connection(lambda: RawLongPoll(request), "127.0.0.1", server.port)
+                polls.append(protocol)
+            except OSError:
+                connect_errors += 1
+
+        async def open_range(first: int, last: int) -> None:
+            """Open long-polls first..last-1, `connect_parallel` at a time, and never
+            more than fill half the server's accept queue: past a full queue the kernel
+            drops SYNs and each dropped one waits a second or more to retry."""
+            i = first
+            while i < last:
+                queue = accept_queue(server.port)
+                room = connect_parallel if queue is None else min(connect_parallel, queue[1] // 2 - queue[0])
+                if room <= 0:
+                    await asyncio.sleep(0.002)
+                    continue
+                batch = range(i, min(last, i + room))
+                await asyncio.gather(*(open_one(j) for j in batch))
+                i = batch.stop
 
         opened = 0
         for n in steps:
             opened_at = time.monotonic()
             hold_cpu_before = server.cpu()
-            await asyncio.gather(*(open_one(i) for i in range(opened, n)))
+            await open_range(opened, n)
             new = n - opened
             opened = n
             connected_seconds = time.monotonic() - opened_at
