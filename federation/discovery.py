@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from dataclasses import dataclass
 
 import httpx
+import msgspec
 
 DEFAULT_PORT = 8448
 WELL_KNOWN_CACHE_MS = 24 * 60 * 60 * 1000
@@ -20,8 +20,7 @@ WELL_KNOWN_FAILURE_CACHE_MS = 10 * 60 * 1000
 MAX_WELL_KNOWN_BYTES = 50 * 1024
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(msgspec.Struct, frozen=True):
     host: str
     port: int
     # The Host header and TLS server name to present.

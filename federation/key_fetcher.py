@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from signedjson.types import VerifyKey
 
 from federation.client import FederationClient, FederationError
@@ -23,8 +23,7 @@ MIN_CACHE_MS = 5 * 60 * 1000
 MAX_CACHE_MS = 7 * 24 * 60 * 60 * 1000
 
 
-@dataclass(frozen=True)
-class CachedKey:
+class CachedKey(msgspec.Struct, frozen=True):
     key: VerifyKey
     valid_until_ts: int
     expired_ts: int | None = None  # set for old_verify_keys

@@ -24,12 +24,12 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import httpx
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -335,8 +335,7 @@ class MultipartReader:
 # Fetching
 
 
-@dataclass(frozen=True)
-class _Fetched:
+class _Fetched(msgspec.Struct, frozen=True):
     staged: StagedFile
     content_type: str
     filename: str | None

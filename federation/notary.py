@@ -16,9 +16,9 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -53,11 +53,10 @@ class KeyQuery(Body):
     server_keys: dict[str, dict[str, KeyCriteria]]
 
 
-@dataclass
-class Wanted:
+class Wanted(msgspec.Struct):
     """What one asker needs of one server's keys."""
 
-    key_ids: set[str] = field(default_factory=set)
+    key_ids: set[str] = msgspec.field(default_factory=set)
     minimum_valid_until_ts: int | None = None
 
 

@@ -8,16 +8,15 @@ origin, destination and, when there is one, the JSON body.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from signedjson.types import SigningKey, VerifyKey
 
 from homeserver.events import SignatureError, key_id_of, sign_json, verify_json
 
 
-@dataclass(frozen=True)
-class XMatrix:
+class XMatrix(msgspec.Struct, frozen=True):
     origin: str
     destination: str | None
     key_id: str

@@ -8,11 +8,17 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from homeserver.auth import hash_token, new_access_token
 from homeserver.errors import MatrixError, forbidden
-from homeserver.identifiers import LOCALPART_RE, MAX_USER_ID_LENGTH, new_device_id, user_id_for
+from homeserver.identifiers import (
+    LOCALPART_RE,
+    MAX_USER_ID_LENGTH,
+    new_device_id,
+    user_id_for,
+)
 from homeserver.passwords import check_password, hash_password
 from storage.accounts import AccountStore
 from storage.devices import DeviceStore, NewDevice
@@ -20,8 +26,7 @@ from storage.devices import DeviceStore, NewDevice
 MAX_PASSWORD_LENGTH = 512
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(msgspec.Struct, frozen=True):
     user_id: str
     device_id: str | None
     access_token: str | None

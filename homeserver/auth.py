@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
 
+import msgspec
 from starlette.requests import Request
 
 from homeserver.errors import MatrixError
@@ -19,8 +19,7 @@ from homeserver.errors import MatrixError
 _LAST_SEEN_INTERVAL_MS = 5 * 60 * 1000
 
 
-@dataclass(frozen=True)
-class Requester:
+class Requester(msgspec.Struct, frozen=True):
     user_id: str
     device_id: str
     is_admin: bool

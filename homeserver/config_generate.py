@@ -7,15 +7,15 @@ import datetime
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+
+import msgspec
 
 from homeserver.signing_key import generate_signing_key_file
 
 
-@dataclass(frozen=True)
-class ConfigChoices:
+class ConfigChoices(msgspec.Struct, frozen=True):
     server_name: str
     data_directory: str
     client_listen: tuple[str, int] = ("127.0.0.1", 8008)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
+import msgspec
 from starlette.convertors import StringConvertor
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,8 +32,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 _PARAMETER = re.compile(r"^\{([a-zA-Z_][a-zA-Z0-9_]*)\}$")
 
 
-@dataclass(frozen=True, slots=True)
-class _Shape:
+class _Shape(msgspec.Struct, frozen=True):
     """A route whose parameters are each one whole path segment."""
 
     order: int
@@ -42,8 +41,7 @@ class _Shape:
     endpoint: Endpoint
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(msgspec.Struct, frozen=True):
     endpoint: Endpoint
     path_params: dict[str, str]
 

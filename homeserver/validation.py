@@ -8,7 +8,6 @@ and request-body errors both turn that into "which field, what kind of problem".
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
@@ -20,8 +19,7 @@ _NAMED_FIELD = re.compile(r"^Object (?P<kind>missing required|contains unknown) 
 _OWN_CHECK = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*): (?P<message>.*)$", re.DOTALL)
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     kind: Literal["missing", "unknown", "invalid"]
     path: tuple[str, ...]
     message: str

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -49,8 +49,7 @@ _KEPT_ON_PURGE = {"room_key_backup_keys", "blocked_rooms"}
 _MXC_RE = re.compile(r"mxc://([A-Za-z0-9.:\[\]-]+)/([A-Za-z0-9_-]+)")
 
 
-@dataclass(frozen=True)
-class RoomSummary:
+class RoomSummary(msgspec.Struct, frozen=True):
     room_id: str
     room_version: str
     creator: str | None
@@ -63,8 +62,7 @@ class RoomSummary:
     room_type: str | None
 
 
-@dataclass(frozen=True)
-class EventReport:
+class EventReport(msgspec.Struct, frozen=True):
     id: int
     room_id: str
     event_id: str

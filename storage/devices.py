@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+import msgspec
 from sqlalchemy import delete, insert, select, update
 
 from storage.database import Connection, Database
@@ -19,16 +19,14 @@ _TOKEN_CACHE_SECONDS = 30.0
 _TOKEN_CACHE_SIZE = 100_000
 
 
-@dataclass(frozen=True)
-class NewDevice:
+class NewDevice(msgspec.Struct, frozen=True):
     device_id: str
     display_name: str | None
     token_hash: str | None
     ip: str | None = None
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(msgspec.Struct, frozen=True):
     user_id: str
     device_id: str
     display_name: str | None
@@ -36,8 +34,7 @@ class Device:
     last_seen_ip: str | None
 
 
-@dataclass(frozen=True)
-class TokenOwner:
+class TokenOwner(msgspec.Struct, frozen=True):
     user_id: str
     device_id: str
     is_admin: bool

@@ -13,9 +13,9 @@ import contextlib
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 
@@ -39,8 +39,7 @@ from storage.streams import highest_event_position
 _CACHE_SIZE = 50_000
 
 
-@dataclass(frozen=True)
-class StoredEvent:
+class StoredEvent(msgspec.Struct, frozen=True):
     event_id: str
     # The PDU's room_id, except for v12 create events, which have none in the PDU.
     room_id: str
@@ -68,8 +67,7 @@ class StoredEvent:
         return content if isinstance(content, dict) else {}
 
 
-@dataclass(frozen=True)
-class NewEvent:
+class NewEvent(msgspec.Struct, frozen=True):
     """An event that passed its checks, with what the room service knows about it."""
 
     event_id: str
@@ -97,8 +95,7 @@ class NewEvent:
     soft_failed: bool = False
 
 
-@dataclass(frozen=True)
-class BackfilledEvent:
+class BackfilledEvent(msgspec.Struct, frozen=True):
     """An older event fetched with /backfill, checked, with the state after it."""
 
     event_id: str
@@ -107,8 +104,7 @@ class BackfilledEvent:
     rejected_reason: str | None = None
 
 
-@dataclass(frozen=True)
-class PersistResult:
+class PersistResult(msgspec.Struct, frozen=True):
     stream_ordering: int
     state_group: int
 

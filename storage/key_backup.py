@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import delete, func, insert, select, update
 
 from storage.database import Database, upsert
 from storage.schema import room_key_backup_keys, room_key_backup_versions
 
 
-@dataclass(frozen=True)
-class BackupVersion:
+class BackupVersion(msgspec.Struct, frozen=True):
     version: int
     algorithm: str
     auth_data: dict[str, Any]
     etag: int
 
 
-@dataclass(frozen=True)
-class BackedUpKey:
+class BackedUpKey(msgspec.Struct, frozen=True):
     room_id: str
     session_id: str
     first_message_index: int

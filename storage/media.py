@@ -4,9 +4,9 @@ them, and their thumbnails. The bytes themselves live on disk (homeserver/media/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import func, insert, or_, select, update
 
 from storage.database import Connection, Database
@@ -18,8 +18,7 @@ IMAGE_UNSUPPORTED = "unsupported"  # not an image Pillow may decode, or broken d
 IMAGE_TOO_LARGE = "too_large"  # more pixels than media.max_image_pixels
 
 
-@dataclass(frozen=True)
-class LocalMedia:
+class LocalMedia(msgspec.Struct, frozen=True):
     media_id: str
     user_id: str
     created_ts: int
@@ -31,8 +30,7 @@ class LocalMedia:
     uploaded_ts: int | None
 
 
-@dataclass(frozen=True)
-class MediaContent:
+class MediaContent(msgspec.Struct, frozen=True):
     sha256: str
     size: int
     created_ts: int
@@ -41,8 +39,7 @@ class MediaContent:
     image_height: int | None
 
 
-@dataclass(frozen=True)
-class Thumbnail:
+class Thumbnail(msgspec.Struct, frozen=True):
     source_sha256: str
     width: int
     height: int
@@ -55,8 +52,7 @@ class Thumbnail:
     created_ts: int
 
 
-@dataclass(frozen=True)
-class UploadedContent:
+class UploadedContent(msgspec.Struct, frozen=True):
     """What an upload wrote to the content store, for the row that names it."""
 
     sha256: str
@@ -210,7 +206,7 @@ class MediaStore:
         async with self.db.write() as conn:
             await conn.execute(
                 self._insert_ignore(media_thumbnails)
-                .values(**thumbnail.__dict__)
+                .values(**msgspec.structs.asdict(thumbnail))
                 .on_conflict_do_nothing(index_elements=["source_sha256", "width", "height", "method"])
             )
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import select
 
 from storage.database import Database
@@ -12,8 +12,7 @@ from storage.schema import presence
 from storage.streams import upsert_at_next_position
 
 
-@dataclass(frozen=True)
-class PresenceRow:
+class PresenceRow(msgspec.Struct, frozen=True):
     user_id: str
     state: str
     status_msg: str | None

@@ -19,9 +19,9 @@ import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from storage.database import Connection, Database
@@ -39,10 +39,8 @@ READ_RECEIPT_TYPES = ("m.read", "m.read.private")
 MAIN_THREAD = "main"
 
 
-# Not frozen: a frozen dataclass sets each field through object.__setattr__, six
-# times the cost of this __init__, and a message makes one per recipient.
-@dataclass(slots=True)
-class ActionRow:
+# A message makes one per recipient.
+class ActionRow(msgspec.Struct):
     user_id: str
     room_id: str
     stream_ordering: int
@@ -54,12 +52,11 @@ class ActionRow:
     ts: int
 
 
-@dataclass
-class ReadMarks:
+class ReadMarks(msgspec.Struct):
     """One user's read positions in one room."""
 
     unthreaded: int = 0
-    threads: dict[str, int] = field(default_factory=dict)
+    threads: dict[str, int] = msgspec.field(default_factory=dict)
 
     def read_upto(self, thread_id: str) -> int:
         return max(self.unthreaded, self.threads.get(thread_id, 0))
@@ -68,8 +65,7 @@ class ReadMarks:
         return stream_ordering <= self.read_upto(thread_id)
 
 
-@dataclass(frozen=True)
-class Counts:
+class Counts(msgspec.Struct, frozen=True):
     notifications: int
     highlights: int
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import msgspec
 from sqlalchemy import delete, select, update
 
 from storage.database import Database, upsert
@@ -30,8 +30,7 @@ _CACHE_MAX = 100_000
 MAX_RULES_PER_KIND = 1000
 
 
-@dataclass(frozen=True)
-class StoredPushRule:
+class StoredPushRule(msgspec.Struct, frozen=True):
     kind: str
     rule_id: str
     actions: list[Any]
@@ -40,19 +39,17 @@ class StoredPushRule:
     pattern: str | None = None  # content
 
 
-@dataclass(frozen=True)
-class DefaultRuleSetting:
+class DefaultRuleSetting(msgspec.Struct, frozen=True):
     """A user's change to a server-default rule; None is "as the default"."""
 
     enabled: bool | None = None
     actions: list[Any] | None = None
 
 
-@dataclass(frozen=True)
-class UserPushRules:
+class UserPushRules(msgspec.Struct, frozen=True):
     # By kind, most important first.
-    custom: Mapping[str, tuple[StoredPushRule, ...]] = field(default_factory=dict)
-    defaults: Mapping[str, DefaultRuleSetting] = field(default_factory=dict)
+    custom: Mapping[str, tuple[StoredPushRule, ...]] = msgspec.field(default_factory=dict)
+    defaults: Mapping[str, DefaultRuleSetting] = msgspec.field(default_factory=dict)
 
     @property
     def empty(self) -> bool:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import and_, delete, func, select, update
 
 from storage.database import Database
 from storage.schema import events, pushers
 
 
-@dataclass(frozen=True)
-class Pusher:
+class Pusher(msgspec.Struct, frozen=True):
     user_id: str
     app_id: str
     pushkey: str

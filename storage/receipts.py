@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import select
 
 from storage.database import Database
@@ -16,8 +16,7 @@ UNTHREADED = ""
 _RECEIPT_KEY = ("room_id", "receipt_type", "user_id", "thread_id")
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(msgspec.Struct, frozen=True):
     room_id: str
     receipt_type: str
     user_id: str

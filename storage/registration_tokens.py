@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import msgspec
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -11,8 +10,7 @@ from storage.database import Database
 from storage.schema import registration_tokens as tokens
 
 
-@dataclass(frozen=True)
-class RegistrationToken:
+class RegistrationToken(msgspec.Struct, frozen=True):
     token: str
     uses_allowed: int | None
     pending: int

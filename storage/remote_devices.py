@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from sqlalchemy import delete, func, select, update
 
 from storage.database import Database, upsert
@@ -27,21 +27,19 @@ def _load(value: str | None) -> Any:
     return None if value is None else json.loads(value)
 
 
-@dataclass(frozen=True)
-class RemoteDevice:
+class RemoteDevice(msgspec.Struct, frozen=True):
     device_id: str
     display_name: str | None
     keys: dict[str, Any] | None
 
 
-@dataclass
-class RemoteDeviceList:
+class RemoteDeviceList(msgspec.Struct):
     user_id: str
     stream_id: int
     stale: bool
     master_key: dict[str, Any] | None
     self_signing_key: dict[str, Any] | None
-    devices: dict[str, RemoteDevice] = field(default_factory=dict)
+    devices: dict[str, RemoteDevice] = msgspec.field(default_factory=dict)
 
 
 class RemoteDeviceStore:

@@ -6,8 +6,7 @@ once, and thumbnails (keyed by content) are shared too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import msgspec
 from sqlalchemy import select
 
 from storage.database import Database, upsert
@@ -15,8 +14,7 @@ from storage.media import dialect_insert
 from storage.schema import media_content, remote_media
 
 
-@dataclass(frozen=True)
-class CachedRemoteMedia:
+class CachedRemoteMedia(msgspec.Struct, frozen=True):
     server_name: str
     media_id: str
     sha256: str
@@ -48,4 +46,4 @@ class RemoteMediaStore:
                 .values(sha256=media.sha256, size=media.size, created_ts=media.fetched_ts)
                 .on_conflict_do_nothing(index_elements=["sha256"])
             )
-            await upsert(conn, remote_media, dict(media.__dict__), ["server_name", "media_id"])
+            await upsert(conn, remote_media, msgspec.structs.asdict(media), ["server_name", "media_id"])

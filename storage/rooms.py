@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import msgspec
 from sqlalchemy import func, select, update
 
 from storage.database import Database
 from storage.schema import room_memberships, rooms
 
 
-@dataclass(frozen=True)
-class Membership:
+class Membership(msgspec.Struct, frozen=True):
     room_id: str
     user_id: str
     membership: str
@@ -21,8 +19,7 @@ class Membership:
     forgotten: bool
 
 
-@dataclass(frozen=True)
-class RoomInfo:
+class RoomInfo(msgspec.Struct, frozen=True):
     room_id: str
     room_version: str
     creator: str | None

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
+import msgspec
 from sqlalchemy import delete, insert, select, update
 
 from storage.database import Database
 from storage.schema import uia_sessions
 
 
-@dataclass(frozen=True)
-class UiaSession:
+class UiaSession(msgspec.Struct, frozen=True):
     session_id: str
     created_ts: int
     user_id: str | None

@@ -4,16 +4,15 @@ current_state): nothing to keep in step when profiles or memberships change."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
+import msgspec
 from sqlalchemy import func, or_, select
 
 from storage.database import Database
 from storage.schema import current_state, events, room_memberships, users
 
 
-@dataclass(frozen=True)
-class DirectoryEntry:
+class DirectoryEntry(msgspec.Struct, frozen=True):
     user_id: str
     displayname: str | None
     avatar_url: str | None

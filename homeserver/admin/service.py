@@ -9,8 +9,9 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from homeserver.errors import MatrixError, not_found
 from homeserver.identifiers import split_user_id
@@ -37,15 +38,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass
-class DeleteStatus:
+class DeleteStatus(msgspec.Struct):
     delete_id: str
     room_id: str
     status: str = "active"
     error: str | None = None
-    kicked_users: list[str] = field(default_factory=list)
-    failed_to_kick_users: list[str] = field(default_factory=list)
-    local_aliases: list[str] = field(default_factory=list)
+    kicked_users: list[str] = msgspec.field(default_factory=list)
+    failed_to_kick_users: list[str] = msgspec.field(default_factory=list)
+    local_aliases: list[str] = msgspec.field(default_factory=list)
 
     def shutdown_room(self) -> dict[str, Any]:
         return {

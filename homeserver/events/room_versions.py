@@ -8,7 +8,8 @@ a matter of adding one row to :data:`ROOM_VERSIONS`.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+import msgspec
 
 
 class RedactionRules(enum.Enum):
@@ -30,8 +31,7 @@ class StateResVersion(enum.Enum):
     V2_1 = "v2.1"
 
 
-@dataclass(frozen=True, slots=True)
-class RoomVersion:
+class RoomVersion(msgspec.Struct, frozen=True):
     """Everything about a room version that the event logic depends on."""
 
     identifier: str

@@ -15,9 +15,10 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import msgspec
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,7 @@ class ContentTooLarge(Exception):
     """The stream went past the size limit; nothing was kept."""
 
 
-@dataclass(frozen=True)
-class StagedFile:
+class StagedFile(msgspec.Struct, frozen=True):
     """A complete, hashed upload in tmp/, not yet in the store."""
 
     temp_path: Path

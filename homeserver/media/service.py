@@ -16,9 +16,10 @@ import secrets
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import msgspec
 
 from homeserver.errors import MatrixError, limit_exceeded, not_found, too_large
 from homeserver.media import thumbnailer
@@ -58,8 +59,7 @@ assert (thumbnailer.STATUS_OK, thumbnailer.STATUS_UNSUPPORTED, thumbnailer.STATU
 )
 
 
-@dataclass(frozen=True)
-class MediaFile:
+class MediaFile(msgspec.Struct, frozen=True):
     """Something to serve: a file on disk and how to describe it."""
 
     path: Path

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
+
+import msgspec
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -36,8 +37,7 @@ STATUS_UNSUPPORTED = "unsupported"
 STATUS_TOO_LARGE = "too_large"
 
 
-@dataclass(frozen=True, order=True)
-class ThumbnailSize:
+class ThumbnailSize(msgspec.Struct, frozen=True, order=True):
     width: int
     height: int
     method: str
@@ -56,15 +56,13 @@ PREGENERATED_SIZES = (
 )
 
 
-@dataclass(frozen=True)
-class ImageInfo:
+class ImageInfo(msgspec.Struct, frozen=True):
     status: str  # STATUS_*
     width: int | None = None
     height: int | None = None
 
 
-@dataclass(frozen=True)
-class RenderedThumbnail:
+class RenderedThumbnail(msgspec.Struct, frozen=True):
     size: ThumbnailSize  # what was asked for
     data: bytes
     content_type: str

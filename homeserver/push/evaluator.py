@@ -18,9 +18,10 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+import msgspec
 
 # The default for a `notifications` key missing from the power levels (spec:
 # m.room.power_levels, "notifications.room" defaults to 50).
@@ -387,15 +388,14 @@ def compile_condition(condition: Any) -> StaticCheck | None:
 # --- rules and rule sets ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Conditions:
+class Conditions(msgspec.Struct, frozen=True):
     """A rule's conditions, compiled. `serial` keys the per-event memo of the static
     part, so rules sharing a Conditions (the defaults, in every user's rule set) share
     the work too."""
 
     static: tuple[StaticCheck, ...]
     user: tuple[UserCheck, ...] = ()
-    serial: int = field(default_factory=lambda: next(_serials))
+    serial: int = msgspec.field(default_factory=lambda: next(_serials))
 
     @classmethod
     def from_client(cls, conditions: Iterable[Any]) -> Conditions:
@@ -410,8 +410,7 @@ class Conditions:
         return cls(tuple(static), tuple(user))
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     rule_id: str
     conditions: Conditions
     # Never mutated; shared by every user the rule set is shared by.

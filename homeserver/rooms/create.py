@@ -7,11 +7,16 @@ history visibility / guest access, initial_state, name, topic, then invites.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from homeserver.errors import MatrixError
-from homeserver.events import UnsupportedRoomVersion, default_power_levels_content, get_room_version
+from homeserver.events import (
+    UnsupportedRoomVersion,
+    default_power_levels_content,
+    get_room_version,
+)
 from homeserver.rooms.events import RoomEvents
 from homeserver.rooms.membership import Membership
 
@@ -25,17 +30,16 @@ PRESETS: dict[str, dict[str, str]] = {
 _RESERVED_INITIAL_STATE = {("m.room.create", ""), ("m.room.power_levels", "")}
 
 
-@dataclass
-class CreateRoomRequest:
+class CreateRoomRequest(msgspec.Struct):
     preset: str | None = None
     visibility: str = "private"
     room_alias_name: str | None = None
     name: str | None = None
     topic: str | None = None
-    invite: list[str] = field(default_factory=list)
+    invite: list[str] = msgspec.field(default_factory=list)
     is_direct: bool = False
-    initial_state: list[dict[str, Any]] = field(default_factory=list)
-    creation_content: dict[str, Any] = field(default_factory=dict)
+    initial_state: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    creation_content: dict[str, Any] = msgspec.field(default_factory=dict)
     power_level_content_override: dict[str, Any] | None = None
     room_version: str | None = None
 

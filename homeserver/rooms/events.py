@@ -14,27 +14,27 @@ import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from signedjson.types import SigningKey
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import (
     AuthError,
-    named_level,
     CanonicalJsonError,
     RoomVersion,
-    check_canonical_values,
     auth_event_types,
     build_event,
     check_auth,
+    check_canonical_values,
     check_size_limits,
     get_room_version,
+    named_level,
     redact_event,
-    user_power_level_in_state,
     room_id_from_create_event_id,
     select_auth_event_ids,
+    user_power_level_in_state,
 )
 from storage.events import EventStore, NewEvent, StoredEvent
 from storage.state import StateKey
@@ -46,15 +46,14 @@ MAX_PREV_EVENTS = 10
 Listener = Callable[[StoredEvent], Awaitable[None]]
 
 
-@dataclass
-class RoomHead:
+class RoomHead(msgspec.Struct):
     """What the next event of a room builds on: cached, updated on every persist."""
 
     room_version: RoomVersion
     create_event_id: str
     state_ids: dict[StateKey, str]
     state_group: int
-    extremities: list[tuple[str, int]] = field(default_factory=list)
+    extremities: list[tuple[str, int]] = msgspec.field(default_factory=list)
 
     def next_prev_events(self) -> tuple[list[str], int]:
         """(prev_events, depth) for the next event built on this head."""

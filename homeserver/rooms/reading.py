@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from homeserver.errors import MatrixError, forbidden, not_found
 from homeserver.events import RoomVersion
@@ -35,8 +36,7 @@ def client_txn_id(event: StoredEvent, stored: str | None) -> str | None:
     return stored
 
 
-@dataclass(frozen=True)
-class Reader:
+class Reader(msgspec.Struct, frozen=True):
     user_id: str
     device_id: str | None
 

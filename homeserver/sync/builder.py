@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from homeserver.push import PUSH_RULES_TYPE, push_rules_content
 from homeserver.rooms.reading import Reader
@@ -40,8 +41,7 @@ STRIPPED_STATE = (
 )
 
 
-@dataclass
-class SyncRequest:
+class SyncRequest(msgspec.Struct):
     user_id: str
     device_id: str
     since: SyncToken | None
@@ -50,23 +50,22 @@ class SyncRequest:
     use_state_after: bool = False
 
 
-@dataclass
-class _Context:
+class _Context(msgspec.Struct):
     request: SyncRequest
     now: SyncToken
     reader: Reader
     ignored: set[str]
-    room_account_data: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    room_account_data: dict[str, list[dict[str, Any]]] = msgspec.field(default_factory=dict)
     # room -> the unfiltered timeline page, when it covers all of (since, now].
-    complete_pages: dict[str, list[StoredEvent]] = field(default_factory=dict)
+    complete_pages: dict[str, list[StoredEvent]] = msgspec.field(default_factory=dict)
     # Fetched for all rooms built from scratch at once (see `_prefetch`): room -> its
     # newest timeline_limit + 1 events (newest first), event -> state group, room ->
     # joined and invited members.
-    pages: dict[str, list[StoredEvent]] = field(default_factory=dict)
-    groups: dict[str, int] = field(default_factory=dict)
-    members: dict[str, list[Membership]] = field(default_factory=dict)
+    pages: dict[str, list[StoredEvent]] = msgspec.field(default_factory=dict)
+    groups: dict[str, int] = msgspec.field(default_factory=dict)
+    members: dict[str, list[Membership]] = msgspec.field(default_factory=dict)
     # Serialisation is done once for the whole response: (the list to fill, events).
-    pending: list[tuple[list[dict[str, Any]], list[StoredEvent]]] = field(default_factory=list)
+    pending: list[tuple[list[dict[str, Any]], list[StoredEvent]]] = msgspec.field(default_factory=list)
 
 
 class SyncBuilder:

@@ -7,8 +7,9 @@ A filter is validated once, when uploaded or given inline, and turned into
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from homeserver.errors import MatrixError
 
@@ -42,18 +43,18 @@ def _pattern(types: list[str] | None) -> re.Pattern[str] | None:
     return re.compile("|".join("(?:" + ".*".join(re.escape(p) for p in t.split("*")) + ")" for t in types) + r"\Z" if types else r"(?!)")
 
 
-@dataclass
-class EventFilter:
+class EventFilter(msgspec.Struct, dict=True):
     """Also the room event filter: rooms, not_rooms, contains_url and lazy loading are
-    ignored where they do not apply."""
+    ignored where they do not apply. (`dict=True`: the compiled type patterns that
+    __post_init__ adds are attributes beside the fields.)"""
 
     limit: int | None = None
     types: list[str] | None = None
-    not_types: list[str] = field(default_factory=list)
+    not_types: list[str] = msgspec.field(default_factory=list)
     senders: list[str] | None = None
-    not_senders: list[str] = field(default_factory=list)
+    not_senders: list[str] = msgspec.field(default_factory=list)
     rooms: list[str] | None = None
-    not_rooms: list[str] = field(default_factory=list)
+    not_rooms: list[str] = msgspec.field(default_factory=list)
     contains_url: bool | None = None
     lazy_load_members: bool = False
     include_redundant_members: bool = False
@@ -125,19 +126,18 @@ class EventFilter:
         return self.types == [] or self.senders == [] or self.rooms == []
 
 
-@dataclass
-class SyncFilter:
+class SyncFilter(msgspec.Struct):
     event_fields: list[str] | None = None
     event_format: str = "client"
-    presence: EventFilter = field(default_factory=EventFilter)
-    account_data: EventFilter = field(default_factory=EventFilter)
+    presence: EventFilter = msgspec.field(default_factory=EventFilter)
+    account_data: EventFilter = msgspec.field(default_factory=EventFilter)
     rooms: list[str] | None = None
-    not_rooms: list[str] = field(default_factory=list)
+    not_rooms: list[str] = msgspec.field(default_factory=list)
     include_leave: bool = False
-    timeline: EventFilter = field(default_factory=EventFilter)
-    state: EventFilter = field(default_factory=EventFilter)
-    ephemeral: EventFilter = field(default_factory=EventFilter)
-    room_account_data: EventFilter = field(default_factory=EventFilter)
+    timeline: EventFilter = msgspec.field(default_factory=EventFilter)
+    state: EventFilter = msgspec.field(default_factory=EventFilter)
+    ephemeral: EventFilter = msgspec.field(default_factory=EventFilter)
+    room_account_data: EventFilter = msgspec.field(default_factory=EventFilter)
 
     @classmethod
     def parse(cls, value: Any) -> SyncFilter:

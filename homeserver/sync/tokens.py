@@ -10,15 +10,14 @@ across restarts for the same reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+import msgspec
 
 from homeserver.errors import MatrixError
 
 STREAMS = ("room", "account_data", "receipts", "to_device", "presence", "device_lists", "typing")
 
 
-@dataclass(frozen=True)
-class SyncToken:
+class SyncToken(msgspec.Struct, frozen=True):
     room: int = 0
     account_data: int = 0
     receipts: int = 0
@@ -28,7 +27,7 @@ class SyncToken:
     typing: int = 0
 
     # Both run for every /sync answer (and once per room for prev_batch), so they are
-    # spelt out rather than looped over STREAMS or left to dataclasses.replace.
+    # spelt out rather than looped over STREAMS or left to msgspec.structs.replace.
     def encode(self) -> str:
         return (
             f"s{self.room}_{self.account_data}_{self.receipts}_{self.to_device}"
@@ -48,7 +47,7 @@ class SyncToken:
         return SyncToken(**values)
 
     def positions(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in STREAMS}
 
     @classmethod
     def parse(cls, token: str, current: SyncToken) -> SyncToken:
@@ -63,5 +62,5 @@ class SyncToken:
             if getattr(parsed, name) > getattr(current, name):
                 raise MatrixError(400, "M_INVALID_PARAM", "Sync token is from the future")
         if parsed.typing > current.typing:
-            parsed = replace(parsed, typing=current.typing)
+            parsed = msgspec.structs.replace(parsed, typing=current.typing)
         return parsed
