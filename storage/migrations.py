@@ -12,7 +12,7 @@ import logging
 
 from sqlalchemy import text
 
-from storage.database import Connection, Database
+from storage.database import Connection, Database, execute_sql
 
 logger = logging.getLogger(__name__)
 
@@ -629,6 +629,6 @@ async def migrate(db: Database, upto: int | None = None) -> int:
                 continue
             logger.info("Applying schema migration %d: %s", version, description)
             for statement in statements:
-                await conn.execute(text(statement.format(**words)))
+                await execute_sql(conn, statement.format(**words))
             await conn.execute(text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": version})
         return newest
