@@ -381,8 +381,8 @@ def _begin_sqlite(conn: Any) -> None:
 
 async def execute_sql(conn: Connection, sql: str) -> None:
     """Run one statement of plain SQL without parameters (a schema change) in the
-    transaction of `conn`. On an SQLite file it goes straight to the driver: through
-    SQLAlchemy a fresh database's migrations took 29 ms of start-up, on the driver 14."""
+    transaction of `conn`. On an SQLite file it goes straight to the driver: a fresh
+    database's migrations took ~30 ms of start-up through SQLAlchemy, ~17 ms this way."""
     raw = _raw_sqlite(conn)
     if raw is None:
         await conn.execute(text(sql))
