@@ -113,7 +113,7 @@ class HomeServer:
 
     def _wire_rooms(self, config: Config) -> None:
         self.state_store = StateStore(self.db)
-        self.events = EventStore(self.db, self.state_store)
+        self.events = EventStore(self.db, self.state_store, config.database.event_cache_size)
         self.room_store = RoomStore(self.db)
         self.alias_store = AliasStore(self.db)
         self.account_data = StreamedAccountDataStore(self.db)

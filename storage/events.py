@@ -36,8 +36,6 @@ from storage.schema import (
 from storage.state import StateKey, StateStore
 from storage.streams import highest_event_position
 
-_CACHE_SIZE = 50_000
-
 
 class StoredEvent(msgspec.Struct, frozen=True):
     event_id: str
@@ -110,9 +108,10 @@ class PersistResult(msgspec.Struct, frozen=True):
 
 
 class EventStore:
-    def __init__(self, db: Database, state: StateStore) -> None:
+    def __init__(self, db: Database, state: StateStore, cache_size: int = 10_000) -> None:
         self.db = db
         self.state = state
+        self._cache_size = cache_size
         # Every insert into `events` takes its stream position from here (see
         # storage/event_positions.py); `load_positions` before the first.
         self.positions = EventPositions()
@@ -423,7 +422,7 @@ class EventStore:
 
     def _remember(self, event: StoredEvent) -> None:
         self._cache[event.event_id] = event
-        if len(self._cache) > _CACHE_SIZE:
+        if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
     async def get_events(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:

@@ -96,6 +96,14 @@ def test_config_error_names_nested_field() -> None:
             raise AssertionError(f"bad range in {section} accepted")
     defaults = parse_config({"server_name": "a.org", "data_directory": "/x"})
     assert "127.0.0.0/8" in defaults.push.ip_range_blocklist and "127.0.0.0/8" in defaults.federation.ip_range_blocklist
+    assert defaults.database.event_cache_size == 10_000
+    for size in (-1, "many"):
+        try:
+            parse_config({"server_name": "a.org", "data_directory": "/x", "database": {"event_cache_size": size}})
+        except ConfigError as exc:
+            assert "database.event_cache_size" in str(exc), str(exc)
+        else:
+            raise AssertionError(f"event_cache_size {size!r} accepted")
 
 
 def test_register_user_command_makes_an_admin(tmp_path: Path) -> None:

@@ -9,15 +9,19 @@ import pytest
 from nio import (
     AsyncClient,
     JoinResponse,
+    RedactedEvent,
     RoomCreateResponse,
     RoomGetStateEventResponse,
     RoomMessagesResponse,
+    RoomMessageText,
     RoomPreset,
+    RoomRedactResponse,
     RoomSendResponse,
     RoomVisibility,
+    SyncResponse,
 )
 
-from tests.conftest import V3, User
+from tests.conftest import V3, User, register_user
 from tests.server import ServerProcess
 
 
@@ -168,3 +172,37 @@ async def test_a_deactivated_account_leaves_its_rooms(bob: AsyncClient, new_user
         state = await bob.room_get_state_event(room_id, "m.room.member", leaving.user_id)
         assert isinstance(state, RoomGetStateEventResponse), state
         assert state.content["membership"] == "leave"
+
+
+async def test_a_two_event_cache_serves_everything_from_the_database(make_server) -> None:  # type: ignore[no-untyped-def]
+    """With `database.event_cache_size: 2` nearly every event a client asks for has
+    left the memory cache: history, a redaction of an older message and another
+    member's first sync must come from the database just as they come from memory."""
+    small = make_server({"database": {"event_cache_size": 2}})
+    writer = await nio_client(small, register_user(small.base_url))
+    reader = await nio_client(small, register_user(small.base_url))
+    try:
+        created = await writer.room_create(name="Small cache", invite=[reader.user_id])
+        assert isinstance(created, RoomCreateResponse), created
+        assert isinstance(await reader.join(created.room_id), JoinResponse)
+        sent = [await send_text(writer, created.room_id, f"message {i}") for i in range(8)]
+        redacted = await writer.room_redact(created.room_id, sent[1], reason="typo")
+        assert isinstance(redacted, RoomRedactResponse), redacted
+
+        events = await history(reader, created.room_id)
+        messages = [e for e in events if isinstance(e, (RoomMessageText, RedactedEvent))]
+        assert [e.event_id for e in messages] == sent
+        assert isinstance(messages[1], RedactedEvent) and messages[1].reason == "typo"
+        assert [e.body for e in messages if isinstance(e, RoomMessageText)] == [
+            f"message {i}" for i in range(8) if i != 1
+        ]
+
+        synced = await reader.sync(timeout=0, full_state=True)
+        assert isinstance(synced, SyncResponse), synced
+        room = reader.rooms[created.room_id]
+        assert room.name == "Small cache" and writer.user_id in room.users
+        timeline = synced.rooms.join[created.room_id].timeline.events
+        assert timeline[-1].event_id == redacted.event_id
+    finally:
+        await writer.close()
+        await reader.close()
