@@ -60,7 +60,7 @@ class Database(_Strict):
     # Either a SQLite file path or a full SQLAlchemy URL (postgresql+asyncpg://...).
     sqlite_path: str | None = None
     url: str | None = None
-    # Room events kept parsed in memory (~3 KiB each), as Synapse's event_cache_size.
+    # Room events kept parsed in memory (~2.5 KiB each), as Synapse's event_cache_size.
     event_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 10_000
 
     def __post_init__(self) -> None:
