@@ -144,7 +144,7 @@ def test_stored_event_json_parses_as_the_standard_library_does() -> None:
         '{"content":{"lone":"\\ud800"}}',
         '{"a":1,"a":2}',
     ]
-    for text in texts:
-        expected = json.loads(text)
-        parsed = event_from_json(text)
-        assert parsed == expected and repr(parsed) == repr(expected), text
+    for stored in texts:
+        expected = json.loads(stored)
+        parsed = event_from_json(stored)
+        assert parsed == expected and repr(parsed) == repr(expected), stored
