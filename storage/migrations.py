@@ -42,6 +42,32 @@ _DIALECT_WORDS = {
 # migrating the same database at once.
 _MIGRATION_LOCK_ID = 0x6D78_6873
 
+
+
+class SqliteOnly(str):
+    """A migration statement run on SQLite only: a storage layout PostgreSQL has no
+    form of."""
+
+
+def _without_rowid(table: str, columns: str, key: str, *indexes: str) -> list[str]:
+    """Statements that rebuild `table` (its `columns`, in their order, as declared)
+    as a WITHOUT ROWID table on `key`, with its `indexes` (dropped with the old
+    table) made again. Used by shipped migrations: never change what it writes.
+
+    The rows wait in a temporary table rather than the new table being renamed:
+    SQLite's ALTER TABLE ... RENAME reparses the whole schema, 4 ms a table here
+    (35 ms on every new database's first start for migration 14, against 5)."""
+    names = ", ".join(column.split()[0] for column in columns.split(","))
+    return [
+        SqliteOnly(f"CREATE TEMP TABLE old_{table} AS SELECT {names} FROM {table}"),
+        SqliteOnly(f"DROP TABLE {table}"),
+        SqliteOnly(f"CREATE TABLE {table} ({columns}, PRIMARY KEY ({key})) WITHOUT ROWID"),
+        SqliteOnly(f"INSERT INTO {table} ({names}) SELECT {names} FROM temp.old_{table}"),
+        SqliteOnly(f"DROP TABLE temp.old_{table}"),
+        *(SqliteOnly(index) for index in indexes),
+    ]
+
+
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
         1,
@@ -600,6 +626,49 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             SELECT 'account_data', COALESCE(MAX(stream_id), 0) FROM account_data""",
         ],
     ),
+    (
+        14,
+        "SQLite: tables keyed by event and room IDs stored in their key's B-tree",
+        [
+            # A rowid table with a text primary key is two B-trees: the rows by rowid
+            # and the key's index. A room message wrote a page of each for five of
+            # these tables; WITHOUT ROWID keeps the rows in the key's B-tree: 16.7
+            # instead of 21.7 pages a message, and about a fifth less file per event.
+            # PostgreSQL keeps its heap and index as they are.
+            *_without_rowid(
+                "event_edges",
+                "event_id TEXT NOT NULL, prev_event_id TEXT NOT NULL",
+                "event_id, prev_event_id",
+                "CREATE INDEX event_edges_prev ON event_edges (prev_event_id)",
+            ),
+            *_without_rowid("event_auth", "event_id TEXT NOT NULL, auth_id TEXT NOT NULL", "event_id, auth_id"),
+            *_without_rowid("room_forward_extremities", "room_id TEXT NOT NULL, event_id TEXT NOT NULL", "room_id, event_id"),
+            *_without_rowid(
+                "state_group_entries",
+                "group_id BIGINT NOT NULL, type TEXT NOT NULL, state_key TEXT NOT NULL, event_id TEXT NOT NULL",
+                "group_id, type, state_key",
+            ),
+            *_without_rowid("event_to_state_group", "event_id TEXT NOT NULL, state_group BIGINT NOT NULL", "event_id"),
+            *_without_rowid(
+                "current_state",
+                "room_id TEXT NOT NULL, type TEXT NOT NULL, state_key TEXT NOT NULL, event_id TEXT NOT NULL",
+                "room_id, type, state_key",
+            ),
+            *_without_rowid(
+                "room_memberships",
+                "room_id TEXT NOT NULL, user_id TEXT NOT NULL, membership TEXT NOT NULL, event_id TEXT NOT NULL,"
+                " stream_ordering BIGINT NOT NULL, sender TEXT NOT NULL, forgotten BOOLEAN NOT NULL DEFAULT FALSE",
+                "room_id, user_id",
+                "CREATE INDEX room_memberships_user ON room_memberships (user_id, membership)",
+            ),
+            *_without_rowid(
+                "event_txn_ids",
+                "user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL,"
+                " created_ts BIGINT NOT NULL",
+                "user_id, device_id, txn_id",
+            ),
+        ],
+    ),
 ]
 
 
@@ -629,6 +698,8 @@ async def migrate(db: Database, upto: int | None = None) -> int:
                 continue
             logger.info("Applying schema migration %d: %s", version, description)
             for statement in statements:
+                if isinstance(statement, SqliteOnly) and not db.is_sqlite:
+                    continue
                 await execute_sql(conn, statement.format(**words))
             await conn.execute(text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": version})
         return newest

@@ -138,6 +138,7 @@ event_edges = Table(
     metadata,
     Column("event_id", Text, primary_key=True),
     Column("prev_event_id", Text, primary_key=True),
+    sqlite_with_rowid=False,
 )
 
 event_auth = Table(
@@ -145,6 +146,7 @@ event_auth = Table(
     metadata,
     Column("event_id", Text, primary_key=True),
     Column("auth_id", Text, primary_key=True),
+    sqlite_with_rowid=False,
 )
 
 room_forward_extremities = Table(
@@ -152,6 +154,7 @@ room_forward_extremities = Table(
     metadata,
     Column("room_id", Text, primary_key=True),
     Column("event_id", Text, primary_key=True),
+    sqlite_with_rowid=False,
 )
 
 state_groups = Table(
@@ -170,6 +173,7 @@ state_group_entries = Table(
     Column("type", Text, primary_key=True),
     Column("state_key", Text, primary_key=True),
     Column("event_id", Text, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 event_to_state_group = Table(
@@ -177,6 +181,7 @@ event_to_state_group = Table(
     metadata,
     Column("event_id", Text, primary_key=True),
     Column("state_group", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 current_state = Table(
@@ -186,6 +191,7 @@ current_state = Table(
     Column("type", Text, primary_key=True),
     Column("state_key", Text, primary_key=True),
     Column("event_id", Text, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 room_memberships = Table(
@@ -198,6 +204,7 @@ room_memberships = Table(
     Column("stream_ordering", BigInteger, nullable=False),
     Column("sender", Text, nullable=False),
     Column("forgotten", Boolean, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 event_txn_ids = Table(
@@ -208,6 +215,7 @@ event_txn_ids = Table(
     Column("txn_id", Text, primary_key=True),
     Column("event_id", Text, nullable=False),
     Column("created_ts", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 event_relations = Table(

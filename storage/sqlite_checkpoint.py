@@ -17,7 +17,7 @@ of its own:
    restarts the WAL by itself when everything in it has been copied back, which
    with checkpoints running beside busy writers is never the case: without this
    step the WAL grew by every commit, over a gigabyte in one benchmark run (a room
-   message writes about twenty-three pages). Holding our asyncio write lock (not
+   message writes about seventeen pages). Holding our asyncio write lock (not
    SQLite's busy wait) makes the loop's writers wait their turn without blocking the
    loop; not doing it every time keeps those waits rare.
 
@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 logger = logging.getLogger(__name__)
 
 # About as many pages as SQLite's own threshold (1,000): a room message's two
-# transactions write about twenty-three between them.
+# transactions write about seventeen between them.
 EVERY_COMMITS = 100
 RESTART_WAL_BYTES = 16 * 2**20
 _FRAME_HEADER_BYTES = 24

@@ -9,7 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from storage.database import Database
 from storage.events import event_from_json
@@ -45,8 +47,53 @@ def test_migrations_create_exactly_the_schema(tmp_path: Path) -> None:
 
             async with db.read() as conn:
                 found = await conn.run_sync(columns)
+                if db.is_sqlite:
+                    rows = await conn.execute(text("SELECT name FROM sqlite_schema WHERE sql LIKE '%WITHOUT ROWID'"))
+                    without_rowid = {row.name for row in rows}
             expected = {table.name: {c.name for c in table.columns} for table in metadata.sorted_tables}
             assert found == expected
+            if db.is_sqlite:
+                declared = {t.name for t in metadata.sorted_tables if not t.dialect_options["sqlite"]["with_rowid"]}
+                assert without_rowid == declared and "event_auth" in declared
+        finally:
+            await db.close()
+
+    asyncio.run(check())
+
+
+def test_tables_rebuilt_without_rowid_keep_rows_keys_and_indexes(tmp_path: Path) -> None:
+    """Migration 14 (SQLite only; a no-op on PostgreSQL): the rows, the key's
+    uniqueness and the secondary indexes of the rebuilt tables are as before."""
+    url = _test_database_url(tmp_path)
+    membership = ("!r:x", "@a:x", "join", "$m", 3, "@a:x", False)
+
+    async def check() -> None:
+        db = Database.open(url)
+        try:
+            await migrate(db, upto=13)
+            async with db.write() as conn:
+                await conn.execute(text("INSERT INTO event_edges VALUES ('$b', '$a'), ('$c', '$b'), ('$c', '$x')"))
+                await conn.execute(
+                    text("INSERT INTO room_memberships VALUES (:r, :u, :m, :e, :s, :sender, :f)"),
+                    dict(zip(("r", "u", "m", "e", "s", "sender", "f"), membership, strict=True)),
+                )
+            assert await migrate(db) == MIGRATIONS[-1][0]
+            async with db.read() as conn:
+                edges = {tuple(row) for row in await conn.execute(text("SELECT event_id, prev_event_id FROM event_edges"))}
+                members = [tuple(row) for row in await conn.execute(text("SELECT * FROM room_memberships"))]
+                if db.is_sqlite:
+                    plan = " ".join(
+                        str(row[-1])
+                        for row in await conn.execute(
+                            text("EXPLAIN QUERY PLAN SELECT event_id FROM event_edges WHERE prev_event_id = '$b'")
+                        )
+                    )
+                    assert "event_edges_prev" in plan, plan
+            assert edges == {("$b", "$a"), ("$c", "$b"), ("$c", "$x")}
+            assert [(*m[:6], bool(m[6])) for m in members] == [membership]
+            with pytest.raises(IntegrityError):
+                async with db.write() as conn:
+                    await conn.execute(text("INSERT INTO event_edges VALUES ('$b', '$a')"))
         finally:
             await db.close()
 
