@@ -43,7 +43,6 @@ _DIALECT_WORDS = {
 _MIGRATION_LOCK_ID = 0x6D78_6873
 
 
-
 class SqliteOnly(str):
     """A migration statement run on SQLite only: a storage layout PostgreSQL has no
     form of."""
