@@ -42,12 +42,7 @@ class SyncToken(msgspec.Struct, frozen=True):
         )
 
     def with_position(self, stream: str, position: int) -> SyncToken:
-        values = {name: getattr(self, name) for name in STREAMS}
-        values[stream] = position
-        return SyncToken(**values)
-
-    def positions(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in STREAMS}
+        return msgspec.structs.replace(self, **{stream: position})
 
     @classmethod
     def parse(cls, token: str, current: SyncToken) -> SyncToken:
