@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
@@ -22,7 +24,7 @@ from nio import (
 )
 
 from tests.conftest import V3, User, register_user
-from tests.server import ServerProcess
+from tests.server import POSTGRES_ENV, ServerProcess
 
 
 async def nio_client(server: ServerProcess, user: User) -> AsyncClient:
@@ -206,3 +208,32 @@ async def test_a_two_event_cache_serves_everything_from_the_database(make_server
     finally:
         await writer.close()
         await reader.close()
+
+
+@pytest.mark.skipif(bool(os.environ.get(POSTGRES_ENV)), reason="edits the SQLite file")
+def test_event_cache_size_bounds_the_events_kept_in_memory(make_server) -> None:  # type: ignore[no-untyped-def]
+    """An event read once stays in memory only while it is among the newest
+    `event_cache_size` read: after three more reads a cache of 2 has let it go, and its
+    row (changed here behind the server's back) is read again; a cache of 10,000 still
+    answers from memory."""
+    for size, expected in ((2, "m0 on disk"), (10_000, "m0")):
+        server = make_server({"database": {"event_cache_size": size}})
+        user = register_user(server.base_url)
+        room = quote(user.api.post(f"{V3}/createRoom", json={}).json()["room_id"])
+        sent = [
+            user.api.put(f"{V3}/rooms/{room}/send/m.room.message/t{i}", json={"msgtype": "m.text", "body": f"m{i}"})
+            for i in range(4)
+        ]
+        ids = [response.json()["event_id"] for response in sent]
+
+        def body(event_id: str) -> str:
+            response = user.api.get(f"{V3}/rooms/{room}/event/{quote(event_id)}")
+            assert response.status_code == 200, response.text
+            return str(response.json()["content"]["body"])
+
+        assert [body(event_id) for event_id in ids] == ["m0", "m1", "m2", "m3"]
+        conn = sqlite3.connect(server.directory / "data" / "homeserver.db")
+        with conn:
+            conn.execute("UPDATE events SET json = replace(json, '\"m0\"', '\"m0 on disk\"') WHERE event_id = ?", (ids[0],))
+        conn.close()
+        assert body(ids[0]) == expected, size
