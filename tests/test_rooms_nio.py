@@ -225,15 +225,15 @@ def test_event_cache_size_bounds_the_events_kept_in_memory(make_server) -> None:
             for i in range(4)
         ]
         ids = [response.json()["event_id"] for response in sent]
-
-        def body(event_id: str) -> str:
-            response = user.api.get(f"{V3}/rooms/{room}/event/{quote(event_id)}")
-            assert response.status_code == 200, response.text
-            return str(response.json()["content"]["body"])
-
-        assert [body(event_id) for event_id in ids] == ["m0", "m1", "m2", "m3"]
+        assert [_body(user, room, event_id) for event_id in ids] == ["m0", "m1", "m2", "m3"]
         conn = sqlite3.connect(server.directory / "data" / "homeserver.db")
         with conn:
             conn.execute("UPDATE events SET json = replace(json, '\"m0\"', '\"m0 on disk\"') WHERE event_id = ?", (ids[0],))
         conn.close()
-        assert body(ids[0]) == expected, size
+        assert _body(user, room, ids[0]) == expected, size
+
+
+def _body(user: User, room: str, event_id: str) -> str:
+    response = user.api.get(f"{V3}/rooms/{room}/event/{quote(event_id)}")
+    assert response.status_code == 200, response.text
+    return str(response.json()["content"]["body"])
