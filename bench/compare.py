@@ -5,7 +5,7 @@ bench/results.json.
 Both servers start fresh (own temporary data directory, SQLite, loopback, rate limits
 off) as child processes; the workloads are driven over HTTP from this process.
 
-    ./dev bench                 # the full run (8 to 9.5 minutes on 2 cores)
+    ./dev bench                 # the full run (6.5 to 9.5 minutes on 2 cores)
     ./dev bench --quick         # small sizes, for trying changes (about 2 minutes)
     ./dev bench --servers ours  # one server only (no ratios)
 
